@@ -1,0 +1,97 @@
+"""The distillation-loss strategy interface."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+Logits = Tensor | tuple[Tensor, ...]
+
+
+class DistillationLoss(nn.Module, ABC):
+    """Base class of every distillation objective (the *strategy* that :class:`DistillationModule` calls).
+
+    A subclass computes named, already-weighted scalar terms; the training loss is their sum. Keeping the
+    terms separate lets the module log each one as ``train/<term>``.
+
+    Subclasses call :meth:`_record_hparams` in ``__init__`` with their constructor arguments, so the module
+    can save them flattened (``loss.temperature``, ...) as checkpoint hyperparameters of primitive types.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._hparams: dict[str, Any] = {}
+        # Value checks on accelerator tensors need a host sync; do them once, on the first batch only.
+        self._checked_on_accelerator = False
+
+    @abstractmethod
+    def forward(
+        self, student_logits: Logits, teacher_logits: Logits, targets: Tensor, *, epoch: int = 1
+    ) -> dict[str, Tensor]:
+        """Compute the loss terms.
+
+        Args:
+            student_logits: ``(B, K)`` student logits (a tuple of views for multi-view losses such as MLKD).
+            teacher_logits: the teacher's logits, same structure and shapes.
+            targets: ``(B,)`` integer class indices.
+            epoch: the epoch being trained, counted from 1 (for warm-ups and schedules).
+
+        Returns:
+            Named scalar fp32 terms, already weighted; their sum is the training loss.
+        """
+
+    def hparams_dict(self) -> dict[str, Any]:
+        """The constructor arguments as primitives, for checkpoint hyperparameters."""
+        return {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", **self._hparams}
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self._hparams.items())
+
+    def _record_hparams(self, **kwargs: Any) -> None:
+        for key, value in kwargs.items():
+            if not isinstance(value, (bool, int, float, str, type(None), list, tuple)):
+                raise TypeError(f"Loss hyperparameter {key!r} must be a primitive, got {type(value).__name__}.")
+        self._hparams = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
+
+    def _check_inputs(self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor) -> None:
+        """Validate shapes (free) and target values (CPU always; accelerators only on the first batch)."""
+        if student_logits.shape != teacher_logits.shape:
+            raise ValueError(
+                f"Student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} "
+                "must have the same shape (batch, num_classes): build both models with the same num_classes."
+            )
+        if student_logits.ndim != 2:
+            raise ValueError(f"Logits must have shape (batch, num_classes), got {tuple(student_logits.shape)}.")
+        if targets.shape != student_logits.shape[:1]:
+            raise ValueError(
+                f"Targets of shape {tuple(targets.shape)} do not match a batch of {student_logits.shape[0]} logits: "
+                "pass one integer class index per sample."
+            )
+        if targets.dtype.is_floating_point or targets.dtype == torch.bool:
+            raise ValueError(f"Targets must be integer class indices, got dtype {targets.dtype}.")
+        if targets.device.type != "cpu":
+            if self._checked_on_accelerator:
+                return
+            self._checked_on_accelerator = True
+        num_classes = student_logits.shape[1]
+        if targets.numel() and bool(((targets < 0) | (targets >= num_classes)).any()):
+            bad = targets[(targets < 0) | (targets >= num_classes)][:5].tolist()
+            raise ValueError(
+                f"Targets out of range: found {bad} but the logits have {num_classes} classes (valid: 0.."
+                f"{num_classes - 1}). Check the data's labels and the models' num_classes."
+            )
+
+
+def check_temperature(name: str, value: float) -> None:
+    """Raise a ``ValueError`` naming ``name`` unless ``value`` is a positive number."""
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}. Use a positive temperature such as 4.0 (or 2.0 with LS).")
+
+
+def check_weight(name: str, value: float) -> None:
+    """Raise a ``ValueError`` naming ``name`` unless ``value`` is a non-negative number."""
+    if not value >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}. Loss weights are non-negative; use 0 to disable a term.")

@@ -1,0 +1,1 @@
+"""Test helpers: writers of small fake datasets in the real on-disk formats."""
