@@ -53,6 +53,20 @@ def describe_network(spec: nn.Module | str) -> str:
     return f"{type(spec).__module__}.{type(spec).__qualname__}"
 
 
+def instantiated_by_cli() -> bool:
+    """Whether LightningCLI is instantiating this module right now.
+
+    Then ``save_hyperparameters`` records the parsed config (``class_path`` dicts of primitives), which
+    ``load_from_checkpoint`` needs whole to rebuild injected objects; outside the CLI, object arguments must be
+    left out instead (they are not primitives).
+    """
+    try:
+        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+    except ImportError:  # a Lightning without the mechanism: nothing is given
+        return False
+    return _given_hyperparameters.get() is not None
+
+
 def _accuracy(num_classes: int, top_k: int) -> MulticlassAccuracy:
     # micro average = the usual "fraction of samples whose label is in the top-k" (torchmetrics defaults to macro)
     return MulticlassAccuracy(num_classes=num_classes, top_k=min(top_k, num_classes), average="micro")

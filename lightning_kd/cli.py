@@ -13,7 +13,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from typing_extensions import override
 
-import lightning_kd.data  # noqa: F401  (registers the data modules' short names)
+import lightning_kd.data
 import lightning_kd.losses  # noqa: F401  (registers the loss strategies' short names)
 from lightning_kd._system import ClassifierSystem
 

@@ -25,6 +25,7 @@ from lightning_kd._system import (
     describe_network,
     first_view,
     infer_num_classes,
+    instantiated_by_cli,
     sum_terms,
 )
 from lightning_kd.losses.base import DistillationLoss
@@ -105,7 +106,7 @@ class DistillationModule(ClassifierSystem):
         save_teacher: bool = False,
     ) -> None:
         if not isinstance(loss, DistillationLoss):
-            raise TypeError(f"loss must be a DistillationLoss (e.g. lightning_kd.losses.KD), got {type(loss).__name__}.")
+            raise TypeError(f"loss must be a DistillationLoss (e.g. lightning_kd.losses.KD), got {type(loss).__name__}")
         resolved = _resolve_num_classes(num_classes, student=student, teacher=teacher)
         if resolved is None:
             raise ValueError(
@@ -133,14 +134,18 @@ class DistillationModule(ClassifierSystem):
         self._teacher_acc_logged = False
         self._eval_warning_filter: tuple[Any, ...] | None = None
 
-        self.save_hyperparameters(ignore=["student", "teacher", "loss", "optimizer", "lr_scheduler"])
-        # primitives only (reloadable with torch.load(weights_only=True)); the CLI records the full config itself
-        extra: dict[str, Any] = {f"loss.{k}": v for k, v in loss.hparams_dict().items()}
-        extra["num_classes"] = resolved
-        for role, spec in (("student", student), ("teacher", teacher)):
-            if role not in self.hparams:
+        # Hyperparameters hold primitives only, so checkpoints reload with torch.load(weights_only=True).
+        if instantiated_by_cli():
+            # the CLI records its parsed config (class_path / init_args dicts of primitives); every key must stay
+            # an init argument, since `--ckpt_path` parses them back into the model's config
+            self.save_hyperparameters()
+        else:
+            self.save_hyperparameters(ignore=["student", "teacher", "loss", "optimizer", "lr_scheduler"])
+            extra: dict[str, Any] = {f"loss.{k}": v for k, v in loss.hparams_dict().items()}
+            extra["num_classes"] = resolved
+            for role, spec in (("student", student), ("teacher", teacher)):
                 extra[role if isinstance(spec, str) else f"{role}_class"] = describe_network(spec)
-        self.hparams.update(extra)
+            self.hparams.update(extra)
 
     @property
     @override
@@ -276,11 +281,12 @@ class ClassificationModule(ClassifierSystem):
         self.model = build_network(model, resolved, weights, "model")
         if isinstance(model, nn.Module) and weights is not None:
             load_weights(self.model, weights)
-        self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler"])
-        extra: dict[str, Any] = {"num_classes": resolved}
-        if "model" not in self.hparams:
-            extra["model" if isinstance(model, str) else "model_class"] = describe_network(model)
-        self.hparams.update(extra)
+        if instantiated_by_cli():  # see DistillationModule
+            self.save_hyperparameters()
+        else:
+            self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler"])
+            key = "model" if isinstance(model, str) else "model_class"
+            self.hparams.update({"num_classes": resolved, key: describe_network(model)})
 
     @property
     @override

@@ -43,7 +43,9 @@ def test_kd_matches_reference_formula(standardize, temperature, batch, classes):
     s, t, y = _random_case(batch, classes, seed=batch * 1000 + classes)
     ce_w, kd_w = 0.3, 2.5
     expected_ce, expected_kd = _np_kd_loss(s.numpy(), t.numpy(), y.numpy(), temperature, ce_w, kd_w, standardize)
-    terms = KD(temperature=temperature, ce_weight=ce_w, kd_weight=kd_w, standardize=standardize)(s.float(), t.float(), y)
+    terms = KD(temperature=temperature, ce_weight=ce_w, kd_weight=kd_w, standardize=standardize)(
+        s.float(), t.float(), y
+    )
     assert set(terms) == {"ce", "kd"}
     assert terms["ce"].dtype == terms["kd"].dtype == torch.float32
     assert terms["ce"].item() == pytest.approx(expected_ce, rel=1e-5, abs=1e-6)

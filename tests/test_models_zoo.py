@@ -1,7 +1,8 @@
 """The CIFAR-100 zoo against the reference definitions (state-dict layout, golden logits) plus the model contract.
 
-Reference data (copied verbatim from ``../shared/reference``) lives in ``tests/reference``: ``cifar_zoo_state_dicts.json`` (keys, shapes, parameter
-counts) and ``cifar_zoo_golden.json`` (logits of the reference code for deterministic weights).
+Reference data (verbatim copies of ``../shared/reference``) lives in ``tests/reference``:
+``cifar_zoo_state_dicts.json`` (keys, shapes, parameter counts) and ``cifar_zoo_golden.json`` (logits of the
+reference code for deterministic weights).
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ Everything here is a stateless function on logits of shape ``(B, K)`` (batch, cl
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
