@@ -94,8 +94,8 @@ class DistillationModule(ClassifierSystem):
 
     def __init__(
         self,
-        student: nn.Module | str,
-        teacher: nn.Module | str,
+        student: str | nn.Module,
+        teacher: str | nn.Module,
         loss: DistillationLoss,
         *,
         num_classes: int | None = None,
@@ -267,7 +267,7 @@ class ClassificationModule(ClassifierSystem):
 
     def __init__(
         self,
-        model: nn.Module | str,
+        model: str | nn.Module,
         *,
         num_classes: int | None = None,
         optimizer: OptimizerCallable = cifar_sgd,
