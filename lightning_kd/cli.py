@@ -9,6 +9,9 @@ Examples::
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from typing_extensions import override
@@ -28,6 +31,20 @@ class KDLightningCLI(LightningCLI):
     @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+
+    @override
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI merges a checkpoint's hyperparameters into the config when `--ckpt_path` is given. Those of a
+        # checkpoint written by the CLI are its config and merge cleanly. A module built in Python records its
+        # settings as flattened primitives (`loss.temperature`, ...), which are no init arguments: for such a
+        # checkpoint the given config is the whole truth, and the checkpoint provides the weights and state.
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+            if "_instantiator" not in checkpoint.get("hyper_parameters", {}):
+                return
+        super()._parse_ckpt_path()
 
 
 def main(args: ArgsType = None) -> None:

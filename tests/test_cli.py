@@ -139,3 +139,32 @@ def test_demo_table_reads_logged_metrics(tmp_path):
     (tmp_path / "empty.csv").write_text("epoch,step,train/loss\n0,1,2.0\n")
     with pytest.raises(ValueError, match="holds no val/acc1"):
         read_accuracies(tmp_path / "empty.csv")
+
+
+def test_cli_tests_a_checkpoint_written_from_python(tmp_path):
+    """A module built in Python records flattened settings; `--ckpt_path` then takes only its state."""
+    from lightning.pytorch import Trainer
+
+    module = DistillationModule(
+        "resnet8", "resnet20", KD(temperature=2.0, kd_weight=9.0, standardize=True), num_classes=10
+    )
+    trainer = Trainer(
+        max_steps=2, limit_val_batches=1, logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    trainer.fit(module, datamodule=DigitsDataModule(image_size=16))
+    ckpt = tmp_path / "python.ckpt"
+    trainer.save_checkpoint(ckpt)
+    assert torch.load(ckpt, weights_only=True)["hyper_parameters"]["loss.kd_weight"] == 9.0
+    # the checkpoint's student also loads as plain weights
+    student = create_model("resnet8", num_classes=10, weights=str(ckpt))
+    assert torch.equal(student.fc.weight, module.student.fc.weight)
+
+    overrides = [*_tiny_overrides(tmp_path, "from_python"), "--model.init_args.teacher_weights=null"]
+    cli = KDLightningCLI(
+        model_class=None,
+        args=["test", "--config", str(REPO / "configs/demo/kd_ls.yaml"), *overrides, f"--ckpt_path={ckpt}"],
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+    )
+    assert torch.equal(cli.model.student.fc.weight, module.student.fc.weight)
+    assert 0.0 <= cli.trainer.callback_metrics["test/acc1"] <= 1.0
