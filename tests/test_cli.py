@@ -168,3 +168,24 @@ def test_cli_tests_a_checkpoint_written_from_python(tmp_path):
     )
     assert torch.equal(cli.model.student.fc.weight, module.student.fc.weight)
     assert 0.0 <= cli.trainer.callback_metrics["test/acc1"] <= 1.0
+
+
+def test_demo_run_starts_clean_and_reads_its_own_metrics(tmp_path):
+    from lightning_kd.demo import run_demo
+
+    config = yaml.safe_load((REPO / "configs/demo/student.yaml").read_text())
+    config["trainer"].update(max_epochs=1, limit_train_batches=2, limit_val_batches=2)
+    config["data"]["init_args"]["image_size"] = 16
+    (tmp_path / "configs" / "demo").mkdir(parents=True)
+    (tmp_path / "configs" / "demo" / "student.yaml").write_text(yaml.safe_dump(config))
+    stale_dir = tmp_path / "runs" / "demo" / "student" / "checkpoints"
+    stale_dir.mkdir(parents=True)
+    (stale_dir / "best.ckpt").write_text("stale")
+    (stale_dir.parent / "metrics.csv").write_text("epoch,step,val/acc1,val/acc1_best\n0,1,0.99,0.99\n")
+
+    results = run_demo(tmp_path, ("student",))
+    best, last = results["student"]
+    assert (best, last) != (0.99, 0.99), "the stale metrics must not be read"
+    assert 0.0 <= last <= best <= 1.0
+    assert (stale_dir / "best.ckpt").read_bytes() != b"stale"
+    assert not (stale_dir / "best-v1.ckpt").exists()

@@ -224,6 +224,10 @@ def test_num_classes_errors():
         DistillationModule(TinyNet(num_classes=4), TinyNet(num_classes=5), KD())
     with pytest.raises(ValueError, match=r"The student predicts 4 classes but num_classes=10"):
         DistillationModule(TinyNet(num_classes=4), "resnet8", KD(), num_classes=10)
+    with pytest.raises(ValueError, match=r"num_classes is required for this model"):
+        ClassificationModule("resnet8")
+    with pytest.raises(ValueError, match=r"num_classes must be an integer >= 2, got 1"):
+        ClassificationModule("resnet8", num_classes=1)
     with pytest.raises(TypeError, match=r"loss must be a DistillationLoss"):
         DistillationModule(TinyNet(), TinyNet(), nn.CrossEntropyLoss())
 
