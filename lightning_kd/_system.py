@@ -15,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
 from lightning_kd.models import create_model
+from lightning_kd.models.checkpoint import load_weights
 
 Batch = tuple[Any, Tensor]
 
@@ -33,8 +34,18 @@ def infer_num_classes(model: nn.Module) -> int | None:
 
 
 def build_network(spec: nn.Module | str, num_classes: int | None, weights: str | None, role: str) -> nn.Module:
-    """Return ``spec`` itself, or build the model it names with :func:`~lightning_kd.models.create_model`."""
+    """Build the model ``spec`` names with :func:`~lightning_kd.models.create_model`, or take the given module.
+
+    ``weights`` (a checkpoint path, or for a name also a library weights spec) are loaded strictly either way.
+    """
     if isinstance(spec, nn.Module):
+        if weights is not None:
+            if weights.startswith(("torchvision:", "timm:")):
+                raise ValueError(
+                    f"{role} weights {weights!r} name library weights, which apply to a {role} given by name "
+                    f"(e.g. 'torchvision/resnet34'); for a module pass a checkpoint path."
+                )
+            load_weights(spec, weights)
         return spec
     if not isinstance(spec, str):
         raise TypeError(f"{role} must be an nn.Module or a model name, got {type(spec).__name__}.")

@@ -29,7 +29,6 @@ from lightning_kd._system import (
     sum_terms,
 )
 from lightning_kd.losses.base import DistillationLoss
-from lightning_kd.models.checkpoint import load_weights
 from lightning_kd.optim import cifar_multistep, cifar_sgd
 
 _TEACHER_PREFIX = "teacher."
@@ -115,11 +114,7 @@ class DistillationModule(ClassifierSystem):
             )
         super().__init__(resolved, optimizer, lr_scheduler)
         self.student = build_network(student, resolved, student_weights, "student")
-        if isinstance(student, nn.Module) and student_weights is not None:
-            load_weights(self.student, student_weights)
         self.teacher = build_network(teacher, resolved, teacher_weights, "teacher")
-        if isinstance(teacher, nn.Module) and teacher_weights is not None:
-            load_weights(self.teacher, teacher_weights)
         if isinstance(teacher, str) and teacher_weights is None:
             rank_zero_warn(
                 f"The teacher {teacher!r} is built with random weights (no teacher_weights given). Distilling from "
@@ -279,8 +274,6 @@ class ClassificationModule(ClassifierSystem):
             raise ValueError("num_classes is required for this model (it has no `num_classes` or final nn.Linear).")
         super().__init__(resolved, optimizer, lr_scheduler)
         self.model = build_network(model, resolved, weights, "model")
-        if isinstance(model, nn.Module) and weights is not None:
-            load_weights(self.model, weights)
         if instantiated_by_cli():  # see DistillationModule
             self.save_hyperparameters()
         else:

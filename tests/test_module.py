@@ -269,3 +269,15 @@ def test_no_eval_mode_warning_for_the_teacher_but_for_a_frozen_student_module(tm
         warnings.simplefilter("always")
         _trainer(tmp_path / "b", max_epochs=1, logger=False, callbacks=[]).fit(module, train, val)
     assert [w for w in caught if "eval mode at the start of training" in str(w.message)]
+
+
+def test_library_weights_need_a_model_name():
+    with pytest.raises(ValueError, match=r"teacher weights 'torchvision:DEFAULT' name library weights"):
+        DistillationModule(TinyNet(), TinyNet(), KD(), teacher_weights="torchvision:DEFAULT")
+
+
+def test_student_weights_load_into_a_module(tmp_path):
+    source = TinyNet()
+    torch.save({"model": source.state_dict(), "epoch": 1}, tmp_path / "student.pth")
+    module = DistillationModule(TinyNet(), TinyNet(), KD(), student_weights=str(tmp_path / "student.pth"))
+    assert torch.equal(module.student.fc.weight, source.fc.weight)
