@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -26,6 +29,13 @@ class FeatureClassifier(nn.Module):
     def get_classifier(self) -> nn.Linear:
         """Return the final linear layer."""
         raise NotImplementedError
+
+    def _stem_and_stages(self, x: Tensor, stages: Iterable[nn.Module]) -> list[Tensor]:
+        """``[relu(bn1(conv1(x))), stage_1(...), stage_2(...), ...]``: the feats of the conv-BN-ReLU-stem families."""
+        feats = [F.relu(self.bn1(self.conv1(x)))]
+        for stage in stages:
+            feats.append(stage(feats[-1]))
+        return feats
 
     def _pre_pool(self, x: Tensor) -> Tensor:
         # Identity for most families; overridden where the reference applies layers after the last stage.

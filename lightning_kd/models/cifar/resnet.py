@@ -81,11 +81,7 @@ class CifarResNet(FeatureClassifier):
 
     def forward_intermediates(self, x: Tensor) -> list[Tensor]:
         """Return ``[stem, layer1, layer2, layer3]`` outputs (after ReLU), as the reference ``feats``."""
-        f0 = F.relu(self.bn1(self.conv1(x)))
-        f1 = self.layer1(f0)
-        f2 = self.layer2(f1)
-        f3 = self.layer3(f2)
-        return [f0, f1, f2, f3]
+        return self._stem_and_stages(x, (self.layer1, self.layer2, self.layer3))
 
 
 _BASE_WIDTHS = (16, 16, 32, 64)

@@ -102,10 +102,7 @@ class CifarResNetV2(FeatureClassifier):
 
     def forward_intermediates(self, x: Tensor) -> list[Tensor]:
         """Return ``[stem, layer1, ..., layer4]`` outputs (after ReLU), as the reference ``feats``."""
-        feats = [F.relu(self.bn1(self.conv1(x)))]
-        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            feats.append(stage(feats[-1]))
-        return feats
+        return self._stem_and_stages(x, (self.layer1, self.layer2, self.layer3, self.layer4))
 
 
 @register_model
