@@ -16,6 +16,7 @@ from typing_extensions import override
 
 from lightning_kd.models import create_model
 from lightning_kd.models.checkpoint import load_weights
+from lightning_kd.models.external import TIMM_PREFIX, TORCHVISION_PREFIX
 
 Batch = tuple[Any, Tensor]
 
@@ -40,7 +41,7 @@ def build_network(spec: nn.Module | str, num_classes: int | None, weights: str |
     """
     if isinstance(spec, nn.Module):
         if weights is not None:
-            if weights.startswith(("torchvision:", "timm:")):
+            if weights.startswith((TORCHVISION_PREFIX, TIMM_PREFIX)):
                 raise ValueError(
                     f"{role} weights {weights!r} name library weights, which apply to a {role} given by name "
                     f"(e.g. 'torchvision/resnet34'); for a module pass a checkpoint path."

@@ -16,8 +16,9 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from typing_extensions import override
 
+# imported so that their classes resolve by short name in configs (DigitsDataModule, KD, ...)
 import lightning_kd.data
-import lightning_kd.losses  # noqa: F401  (registers the loss strategies' short names)
+import lightning_kd.losses  # noqa: F401
 from lightning_kd._system import ClassifierSystem
 
 
