@@ -13,7 +13,7 @@ from torchvision import transforms as T
 import lightning_kd.data as data_pkg
 from lightning_kd.data import CIFAR100DataModule, DigitsDataModule, ImageFolderDataModule, ImageNetDataModule
 from lightning_kd.data.transforms import CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD
-from tests.helpers.fake_data import write_fake_cifar100, write_fake_image_folder
+from tests.helpers.fake_data import corrupt_image_file, write_fake_cifar100, write_fake_image_folder
 
 N_TRAIN, N_TEST = 200, 100
 
@@ -219,11 +219,37 @@ def test_cifar100_checksum_failure_is_a_clear_error(cifar_dir):
 
 @pytest.mark.parametrize("verify", [True, False])
 def test_cifar100_missing_folder_is_a_clear_error(tmp_path, verify):
+    (tmp_path / "notes.txt").write_text("not CIFAR")  # data_dir exists and is not empty, cifar-100-python/ is absent
     dm = CIFAR100DataModule(str(tmp_path), verify_checksums=verify)
     dm.prepare_data()  # download=False: touches nothing
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
     with pytest.raises(
         FileNotFoundError, match=r"\['train', 'test', 'meta'\] not found in .*cifar-100-python\. .*download=True"
+    ):
+        dm.setup("fit")
+
+
+def test_cifar100_missing_data_dir_is_a_clear_error(tmp_path):
+    dm = CIFAR100DataModule(str(tmp_path / "nowhere"), verify_checksums=False)
+    with pytest.raises(FileNotFoundError, match=r"CIFAR-100 data_dir .*nowhere does not exist\. .*download=True"):
+        dm.setup("fit")
+
+
+def test_cifar100_empty_data_dir_is_a_clear_error(tmp_path):
+    dm = CIFAR100DataModule(str(tmp_path), verify_checksums=False)
+    with pytest.raises(
+        FileNotFoundError, match=r"CIFAR-100 data_dir .* is empty\. Expected torchvision's layout .*download=True"
+    ):
+        dm.setup("validate")
+
+
+def test_cifar100_unreadable_pickle_is_a_clear_error(tmp_path):
+    root = write_fake_cifar100(tmp_path, n_train=10, n_test=10)
+    (root / "cifar-100-python" / "train").write_bytes(b"\x80\x02truncated")
+    dm = CIFAR100DataModule(str(root), verify_checksums=False)
+    with (
+        pytest.warns(UserWarning, match="without verifying md5"),
+        pytest.raises(RuntimeError, match=r"cifar-100-python/train could not be read .*truncated or not a CIFAR-100"),
     ):
         dm.setup("fit")
 
@@ -243,6 +269,9 @@ def folders(tmp_path_factory) -> Path:
         write_fake_image_folder(root / split, ["cat", "dog", "eel"], n_per_class=2)
     write_fake_image_folder(root / "val_mismatch", ["cat", "dog", "fox"], n_per_class=1)
     (root / "empty").mkdir()
+    (root / "flat").mkdir()
+    for name in ("a.png", "b.png"):  # images with no class folder around them
+        (root / "flat" / name).write_bytes((root / "train" / "cat" / "0.png").read_bytes())
     return root
 
 
@@ -289,8 +318,13 @@ def test_image_folder_separate_test_dir_and_custom_transforms(folders):
 def test_image_folder_missing_and_empty_folders_are_clear_errors(folders):
     with pytest.raises(FileNotFoundError, match=r"training folder .*nowhere does not exist\. Expected ImageFolder"):
         ImageFolderDataModule(str(folders / "nowhere"), str(folders / "val"))
-    with pytest.raises(FileNotFoundError, match=r"training folder .*empty has no class sub-folders"):
+    with pytest.raises(FileNotFoundError, match=r"training folder .*empty is empty\. Expected ImageFolder trees"):
         ImageFolderDataModule(str(folders / "empty"), str(folders / "val"))
+    with pytest.raises(FileNotFoundError, match=r"training folder .*flat has no class sub-folders \(its 2 entries"):
+        ImageFolderDataModule(str(folders / "flat"), str(folders / "val"))
+    dm = ImageFolderDataModule(str(folders / "train"), str(folders / "empty"), num_workers=0)
+    with pytest.raises(FileNotFoundError, match=r"validation folder .*empty is empty"):
+        dm.setup("validate")
     dm = ImageFolderDataModule(str(folders / "train"), str(folders / "no_val"), num_workers=0)
     with pytest.raises(FileNotFoundError, match=r"validation folder .*no_val does not exist"):
         dm.setup("fit")
@@ -302,12 +336,111 @@ def test_image_folder_class_mismatch_is_a_clear_error(folders):
         dm.setup("validate")
 
 
+def test_image_folder_empty_class_folder_is_a_clear_error(tmp_path):
+    write_fake_image_folder(tmp_path / "train", ["cat", "dog"], n_per_class=1)
+    write_fake_image_folder(tmp_path / "val", ["cat", "dog"], n_per_class=1)
+    (tmp_path / "train" / "eel").mkdir()
+    (tmp_path / "train" / "eel" / "README.txt").write_text("no images here")  # not an image extension
+    dm = ImageFolderDataModule(str(tmp_path / "train"), str(tmp_path / "val"), num_workers=0)
+    assert dm.num_classes == 3
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"1 class folder\(s\) of the training folder .*train hold no image: \['eel'\] \(image files end in "
+        r"\.jpg, .*\)\. Add images to them, or delete the folders from every split",
+    ):
+        dm.setup("fit")
+    # The same check guards the evaluation splits.
+    (tmp_path / "val" / "eel").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"validation folder .*val hold no image: \['eel'\]"):
+        dm.setup("validate")
+
+
+@pytest.fixture
+def damaged_tree(tmp_path) -> Path:
+    """cat/dog/eel with 3 images each; cat/1.png truncated and dog/2.png not an image at all."""
+    for split in ("train", "val"):
+        write_fake_image_folder(tmp_path / split, ["cat", "dog", "eel"], n_per_class=3, size=(16, 16))
+    corrupt_image_file(tmp_path / "train" / "cat" / "1.png", "truncated")
+    corrupt_image_file(tmp_path / "train" / "dog" / "2.png", "garbage")
+    return tmp_path
+
+
+def _read_all(dataset) -> None:
+    for index in range(len(dataset)):
+        dataset[index]
+
+
+def test_corrupt_image_fails_when_read_naming_the_file(damaged_tree):
+    dm = ImageFolderDataModule(
+        str(damaged_tree / "train"), str(damaged_tree / "val"), num_workers=0, image_size=8, corrupt_images="fail"
+    )
+    dm.setup("fit")  # no up-front scan by default: the tree is only indexed
+    assert len(dm.train_set) == 9
+    with pytest.raises(RuntimeError, match=r"Cannot read the image file .*cat/1\.png .*corrupt_images='skip'"):
+        _read_all(dm.train_set)
+
+
+def test_corrupt_images_verified_up_front_list_every_file(damaged_tree):
+    dm = ImageFolderDataModule(
+        str(damaged_tree / "train"), str(damaged_tree / "val"), num_workers=0, verify_images=True
+    )
+    with pytest.raises(
+        RuntimeError,
+        match=r"2 image file\(s\) in the training folder .*train cannot be read: .*cat/1\.png \(.*\); "
+        r".*dog/2\.png \(UnidentifiedImageError.*\)\. Replace or delete them, or pass corrupt_images='skip'",
+    ):
+        dm.setup("fit")
+
+
+def test_corrupt_images_skipped_with_a_warning_naming_them(damaged_tree):
+    dm = ImageFolderDataModule(
+        str(damaged_tree / "train"), str(damaged_tree / "val"), num_workers=0, image_size=8, corrupt_images="skip"
+    )
+    with pytest.warns(
+        UserWarning, match=r"Skipped 2 unreadable image file\(s\) in the training folder .*cat/1\.png.*dog/2\.png"
+    ):
+        dm.setup("fit")
+    assert len(dm.train_set) == 7
+    assert sorted(Path(p).relative_to(damaged_tree / "train").as_posix() for p in dm.train_set.skipped) == [
+        "cat/1.png",
+        "dog/2.png",
+    ]
+    assert dm.train_set.targets == [0, 0, 1, 1, 2, 2, 2]
+    _read_all(dm.train_set)  # every remaining file decodes
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.shape == (7, 3, 8, 8)
+    assert sorted(labels.tolist()) == [0, 0, 1, 1, 2, 2, 2]
+    assert len(dm.val_set) == 9  # the intact validation tree loses nothing
+
+
+def test_skipping_every_image_of_a_class_is_a_clear_error(damaged_tree):
+    for name in ("0.png", "2.png"):
+        corrupt_image_file(damaged_tree / "train" / "cat" / name, "garbage")
+    dm = ImageFolderDataModule(str(damaged_tree / "train"), str(damaged_tree / "val"), corrupt_images="skip")
+    with (
+        pytest.warns(UserWarning, match="Skipped 4 unreadable"),
+        pytest.raises(FileNotFoundError, match=r"hold no image after skipping unreadable files: \['cat'\]"),
+    ):
+        dm.setup("fit")
+
+
+def test_imagenet_passes_the_corrupt_image_option_on(tmp_path):
+    write_fake_image_folder(tmp_path / "train", ["n01"], n_per_class=2, size=(16, 16), extension="JPEG")
+    write_fake_image_folder(tmp_path / "val", ["n01"], n_per_class=1, size=(16, 16), extension="JPEG")
+    corrupt_image_file(tmp_path / "train" / "n01" / "0.JPEG", "truncated")
+    dm = ImageNetDataModule(str(tmp_path), num_workers=0, corrupt_images="skip")
+    with pytest.warns(UserWarning, match=r"Skipped 1 unreadable image file\(s\) .*n01/0\.JPEG"):
+        dm.setup("fit")
+    assert len(dm.train_set) == 1
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"image_size": 0}, "image_size must be a positive integer, got 0"),
         ({"mean": (0.5, 0.5)}, "mean and std need one value per RGB channel"),
         ({"std": (0.2, 0.0, 0.2)}, r"std values must be positive .* got \(0.2, 0.0, 0.2\)"),
+        ({"corrupt_images": "ignore"}, r"corrupt_images must be 'fail' or 'skip', got 'ignore'"),
     ],
 )
 def test_image_folder_rejects_bad_arguments(folders, kwargs, message):

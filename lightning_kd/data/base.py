@@ -13,7 +13,8 @@ class BaseDataModule(LightningDataModule):
     Subclasses build ``train_set``, ``val_set`` and ``test_set`` in ``setup`` and set ``num_classes``,
     ``mean`` and ``std``. The dataloaders shuffle the training split only, pin memory when an accelerator is
     present, keep workers alive between epochs when there are any, and never add a ``DistributedSampler``
-    (Lightning injects one under DDP).
+    (Lightning injects one under DDP). A dataset that stacks whole batches itself (it defines ``__getitems__``)
+    names its collate function in a ``collate_fn`` attribute, which the loaders use.
 
     Args:
         batch_size: Samples per training batch.
@@ -68,6 +69,7 @@ class BaseDataModule(LightningDataModule):
             dataset,
             batch_size=self.batch_size if train else self.val_batch_size,
             shuffle=train,
+            collate_fn=getattr(dataset, "collate_fn", None),
             num_workers=self.num_workers,
             # Pinning without an accelerator only earns a warning from PyTorch.
             pin_memory=torch.accelerator.is_available(),

@@ -1,15 +1,31 @@
 """CIFAR-100 in torchvision's on-disk format, with the reference augmentation and normalization."""
 
+import pickle
 import warnings
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import torch
+from torch import Tensor
 from torchvision.datasets import CIFAR100
 from torchvision.datasets.utils import check_integrity
 from typing_extensions import override
 
 from lightning_kd.data.base import BaseDataModule
-from lightning_kd.data.transforms import CIFAR100_MEAN, CIFAR100_STD, cifar_eval_transform, cifar_train_transform
+from lightning_kd.data.device_augment import (
+    UInt8ImageDataset,
+    augment_uint8_batch,
+    normalize_uint8_batch,
+    random_crop_flip_params,
+)
+from lightning_kd.data.randaugment import TwoViews
+from lightning_kd.data.transforms import (
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    cifar_eval_transform,
+    cifar_strong_transform,
+    cifar_train_transform,
+)
 
 __all__ = ["CIFAR100DataModule"]
 
@@ -32,6 +48,17 @@ class CIFAR100DataModule(BaseDataModule):
             then only required to exist, and a warning says so.
         drop_last: Drop the last incomplete training batch (off in the reference recipe).
         val_batch_size: Samples per validation/test batch; ``None`` uses ``batch_size``.
+        two_views: Training samples become ``((weak, strong), target)`` for MLKD: ``weak`` is the reference
+            augmentation, ``strong`` draws its own crop and flip and adds RandAugment (2 ops) and Cutout
+            (:func:`~lightning_kd.data.transforms.cifar_strong_transform`). Validation and test stay single-view.
+        device_augment: Keep the images in memory as one uint8 tensor, load uint8 batches (a batch is one
+            indexed gather, no PIL, no per-sample transform), and run the reference augmentation on the
+            batch's device in :meth:`on_after_batch_transfer` (:func:`~lightning_kd.data.device_augment.
+            augment_uint8_batch`): zero padding 4, a uniform random 32x32 crop, a flip with probability 1/2,
+            then ``/255`` and the reference normalization. Evaluation batches are only normalized. Use it on a
+            GPU, where per-image PIL work is the bottleneck; ``num_workers=0`` suffices then (a batch costs one
+            memory copy). Batches read from the dataloaders directly are raw uint8 until the hook runs.
+            Cannot be combined with ``two_views`` (RandAugment is a PIL pipeline).
     """
 
     def __init__(
@@ -43,8 +70,19 @@ class CIFAR100DataModule(BaseDataModule):
         verify_checksums: bool = True,
         drop_last: bool = False,
         val_batch_size: int | None = None,
+        two_views: bool = False,
+        device_augment: bool = False,
     ) -> None:
         super().__init__(batch_size, num_workers, drop_last=drop_last, val_batch_size=val_batch_size)
+        if two_views and device_augment:
+            raise ValueError(
+                "two_views=True and device_augment=True cannot be combined: the strong view's RandAugment and "
+                "Cutout are a per-image PIL pipeline, while device_augment only does crop and flip on the device. "
+                "For MLKD set two_views=True and device_augment=False."
+            )
+        self.two_views = two_views
+        self.device_augment = device_augment
+        self._normalization: dict[torch.device, tuple[Tensor, Tensor]] = {}
         self.data_dir = str(data_dir)
         self.download = download
         self.verify_checksums = verify_checksums
@@ -70,22 +108,94 @@ class CIFAR100DataModule(BaseDataModule):
             stage: ``"fit"``, ``"validate"``, ``"test"``, ``"predict"`` or ``None`` for all.
 
         Raises:
-            FileNotFoundError: When ``cifar-100-python/`` or one of its files is missing.
-            RuntimeError: When ``verify_checksums=True`` and a file fails the md5 check.
+            FileNotFoundError: When ``data_dir`` is missing or empty, or ``cifar-100-python/`` or one of its files
+                is missing.
+            RuntimeError: When ``verify_checksums=True`` and a file fails the md5 check, or a file cannot be
+                unpickled.
         """
         need_train = stage in (None, "fit") and self.train_set is None
         if not need_train and self.val_set is not None:
             return
         dataset_cls = self._dataset_class()
         if need_train:
-            self.train_set = dataset_cls(self.data_dir, train=True, transform=cifar_train_transform())
+            self.train_set = self._split(dataset_cls, train=True)
         if self.val_set is None:
-            self.val_set = dataset_cls(self.data_dir, train=False, transform=cifar_eval_transform())
+            self.val_set = self._split(dataset_cls, train=False)
         self.test_set = self.val_set
+
+    @override
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """With ``device_augment=True``, augment (training) or only normalize (evaluation) the uint8 batch.
+
+        Lightning calls this on the batch once it is on the model's device. Whether the batch is a training
+        batch is read from ``self.trainer.training``; without a trainer the batch is only normalized.
+        """
+        if not self.device_augment:
+            return batch
+        images, targets = batch
+        training = self.trainer is not None and self.trainer.training
+        return self.device_transform(images, training=training), targets
+
+    def device_transform(self, images: Tensor, *, training: bool) -> Tensor:
+        """The ``device_augment`` transform of a ``(B, 3, 32, 32)`` uint8 batch, on the batch's device.
+
+        Args:
+            images: Raw uint8 pixels.
+            training: Draw a random crop (zero padding 4) and flip per image before normalizing.
+
+        Returns:
+            ``(B, 3, 32, 32)`` float32 normalized images.
+        """
+        mean, std = self._normalization_on(images.device)
+        if not training:
+            return normalize_uint8_batch(images, mean, std)
+        offsets, flips = random_crop_flip_params(images.shape[0], padding=4, device=images.device)
+        return augment_uint8_batch(images, offsets, flips, mean, std, padding=4)
+
+    def _normalization_on(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        # Cached per device: creating them per batch would copy host memory to the device at every step.
+        if device not in self._normalization:
+            self._normalization[device] = (
+                torch.tensor(self.mean, dtype=torch.float32, device=device),
+                torch.tensor(self.std, dtype=torch.float32, device=device),
+            )
+        return self._normalization[device]
+
+    def _split(self, dataset_cls: type[CIFAR100], *, train: bool) -> Any:
+        """One split as the options ask: PIL images with transforms, or in-memory uint8 tensors."""
+        if self.device_augment:
+            raw = self._read(dataset_cls, train=train, transform=None)
+            images = torch.from_numpy(raw.data).permute(0, 3, 1, 2).contiguous()  # (N, 32, 32, 3) -> (N, 3, 32, 32)
+            return UInt8ImageDataset(images, torch.tensor(raw.targets, dtype=torch.long))
+        if not train:
+            transform = cifar_eval_transform(self.mean, self.std)
+        elif self.two_views:
+            transform = TwoViews(
+                cifar_train_transform(self.mean, self.std), cifar_strong_transform(self.mean, self.std)
+            )
+        else:
+            transform = cifar_train_transform(self.mean, self.std)
+        return self._read(dataset_cls, train=train, transform=transform)
+
+    def _read(self, dataset_cls: type[CIFAR100], *, train: bool, transform: Any) -> CIFAR100:
+        try:
+            return dataset_cls(self.data_dir, train=train, transform=transform)
+        except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as err:
+            # Files that pass the existence (and optionally md5) check but are truncated or not CIFAR pickles.
+            split = "train" if train else "test"
+            raise RuntimeError(
+                f"CIFAR-100 file {Path(self.data_dir) / CIFAR100.base_folder / split} could not be read "
+                f"({type(err).__name__}: {err}): it is truncated or not a CIFAR-100 pickle. {self._layout_help()}"
+            ) from err
 
     def _dataset_class(self) -> type[CIFAR100]:
         """Check the files on disk and pick the dataset class; raise the layout error when they do not pass."""
-        folder = Path(self.data_dir) / CIFAR100.base_folder
+        root = Path(self.data_dir)
+        if not root.is_dir():
+            raise FileNotFoundError(f"The CIFAR-100 data_dir {root} does not exist. {self._layout_help()}")
+        if not any(root.iterdir()):
+            raise FileNotFoundError(f"The CIFAR-100 data_dir {root} is empty. {self._layout_help()}")
+        folder = root / CIFAR100.base_folder
         names = [name for name, _ in CIFAR100.train_list + CIFAR100.test_list] + [CIFAR100.meta["filename"]]
         missing = [name for name in names if not (folder / name).is_file()]
         if missing:

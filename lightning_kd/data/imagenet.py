@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from lightning_kd.data.image_files import CorruptImages
 from lightning_kd.data.imagefolder import ImageFolderDataModule
 from lightning_kd.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -22,6 +23,11 @@ class ImageNetDataModule(ImageFolderDataModule):
         num_workers: Worker processes per dataloader.
         drop_last: Drop the last incomplete training batch.
         val_batch_size: Samples per validation/test batch; ``None`` uses ``batch_size``.
+        two_views: Training samples become ``((weak, strong), target)`` for MLKD (see
+            :class:`ImageFolderDataModule`).
+        corrupt_images: ``"fail"`` (default) or ``"skip"`` unreadable image files (see
+            :class:`ImageFolderDataModule`).
+        verify_images: Decode every file in ``setup`` and report all unreadable ones before training.
     """
 
     def __init__(
@@ -31,6 +37,9 @@ class ImageNetDataModule(ImageFolderDataModule):
         num_workers: int = 8,
         drop_last: bool = False,
         val_batch_size: int | None = None,
+        two_views: bool = False,
+        corrupt_images: CorruptImages = "fail",
+        verify_images: bool = False,
     ) -> None:
         self.data_dir = str(data_dir)  # read by _layout_help while the base class lists the classes
         super().__init__(
@@ -43,6 +52,9 @@ class ImageNetDataModule(ImageFolderDataModule):
             std=IMAGENET_STD,
             drop_last=drop_last,
             val_batch_size=val_batch_size,
+            two_views=two_views,
+            corrupt_images=corrupt_images,
+            verify_images=verify_images,
         )
 
     def _layout_help(self) -> str:

@@ -6,14 +6,18 @@ the ImageNet constants are the usual torchvision ones.
 
 from torchvision import transforms as T
 
+from lightning_kd.data.randaugment import Cutout, RandAugment
+
 __all__ = [
     "CIFAR100_MEAN",
     "CIFAR100_STD",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "cifar_eval_transform",
+    "cifar_strong_transform",
     "cifar_train_transform",
     "imagenet_eval_transform",
+    "imagenet_strong_transform",
     "imagenet_train_transform",
 ]
 
@@ -36,6 +40,31 @@ def cifar_train_transform(mean: Triple = CIFAR100_MEAN, std: Triple = CIFAR100_S
         A transform from a 32x32 PIL image to a normalized ``3x32x32`` float tensor.
     """
     return T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
+
+
+def cifar_strong_transform(mean: Triple = CIFAR100_MEAN, std: Triple = CIFAR100_STD) -> T.Compose:
+    """MLKD's strong CIFAR view: the reference crop and flip, RandAugment (2 ops), Cutout, normalization.
+
+    The crop and flip are drawn independently of the weak view's (the reference runs two separate pipelines).
+    See :mod:`lightning_kd.data.randaugment` for the op list and value ranges.
+
+    Args:
+        mean: Per-channel mean subtracted after scaling to [0, 1].
+        std: Per-channel standard deviation divided by.
+
+    Returns:
+        A transform from a 32x32 PIL image to a normalized ``3x32x32`` float tensor.
+    """
+    return T.Compose(
+        [
+            T.RandomCrop(32, padding=4),
+            T.RandomHorizontalFlip(),
+            RandAugment(num_ops=2),
+            Cutout(max_fraction=0.5),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
 
 
 def cifar_eval_transform(mean: Triple = CIFAR100_MEAN, std: Triple = CIFAR100_STD) -> T.Compose:
@@ -65,6 +94,34 @@ def imagenet_train_transform(
         A transform from a PIL image to a normalized ``3 x image_size x image_size`` float tensor.
     """
     return T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
+
+
+def imagenet_strong_transform(
+    image_size: int = 224, mean: Triple = IMAGENET_MEAN, std: Triple = IMAGENET_STD
+) -> T.Compose:
+    """MLKD's strong view for ImageFolder data: random resized crop, flip, RandAugment (2 ops), Cutout.
+
+    The same strong-view recipe as CIFAR (:func:`cifar_strong_transform`) after the ImageNet crop; Cutout keeps
+    the reference's fill colour (125, 123, 114).
+
+    Args:
+        image_size: Side of the square crop.
+        mean: Per-channel mean subtracted after scaling to [0, 1].
+        std: Per-channel standard deviation divided by.
+
+    Returns:
+        A transform from a PIL image to a normalized ``3 x image_size x image_size`` float tensor.
+    """
+    return T.Compose(
+        [
+            T.RandomResizedCrop(image_size),
+            T.RandomHorizontalFlip(),
+            RandAugment(num_ops=2),
+            Cutout(max_fraction=0.5),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
 
 
 def imagenet_eval_transform(

@@ -3,7 +3,8 @@
 ``write_fake_cifar100`` reproduces the original CIFAR-100 pickles, which were written by Python 2: protocol 2,
 dictionary keys and strings stored as Python 2 ``str`` (``pickle.load(..., encoding="latin1")`` turns them into
 ``str``, as torchvision expects), and ``data`` an ``N x 3072`` uint8 array holding the R, G and B planes row-major.
-``write_fake_image_folder`` writes real image files with PIL.
+``write_fake_image_folder`` writes real image files with PIL; ``corrupt_image_file`` damages one of them the two
+ways files get damaged in practice (a truncated copy, or bytes that are not an image at all).
 """
 
 import pickle
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["write_fake_cifar100", "write_fake_image_folder"]
+__all__ = ["corrupt_image_file", "write_fake_cifar100", "write_fake_image_folder"]
 
 
 class _Py2Str(bytes):
@@ -128,3 +129,25 @@ def write_fake_image_folder(
             pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(root / name / f"{i}.{extension}")
     return root
+
+
+def corrupt_image_file(path: str | Path, kind: str = "truncated") -> Path:
+    """Damage an image file in place so that PIL cannot decode it.
+
+    Args:
+        path: An existing image file.
+        kind: ``"truncated"`` keeps the first half of the file (PIL recognizes the header and then fails to
+            decode); ``"garbage"`` replaces the content with bytes no image format starts with.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    path = Path(path)
+    if kind == "truncated":
+        content = path.read_bytes()
+        path.write_bytes(content[: len(content) // 2])
+    elif kind == "garbage":
+        path.write_bytes(b"this is not an image" * 10)
+    else:
+        raise ValueError(f"kind must be 'truncated' or 'garbage', got {kind!r}.")
+    return path
