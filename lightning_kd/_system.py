@@ -1,8 +1,10 @@
-"""Shared machinery of the two LightningModules: metrics, evaluation steps and optimizer wiring."""
+"""Shared machinery of the two LightningModules: the training-step statistics, evaluation steps, optimizer wiring."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,6 +16,8 @@ from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
+from lightning_kd._record import init_kwargs_from_record, is_primitive, subclass_init_args
+from lightning_kd._train_stats import TrainStepStats
 from lightning_kd.models import create_model
 from lightning_kd.models.checkpoint import load_weights
 from lightning_kd.models.external import TIMM_PREFIX, TORCHVISION_PREFIX
@@ -58,27 +62,6 @@ def build_network(spec: nn.Module | str, num_classes: int | None, weights: str |
     return create_model(spec, num_classes=num_classes, weights=weights)
 
 
-def describe_network(spec: nn.Module | str) -> str:
-    """A primitive description of a network for hyperparameters: its model name or its class path."""
-    if isinstance(spec, str):
-        return spec
-    return f"{type(spec).__module__}.{type(spec).__qualname__}"
-
-
-def instantiated_by_cli() -> bool:
-    """Whether LightningCLI is instantiating this module right now.
-
-    Then ``save_hyperparameters`` records the parsed config (``class_path`` dicts of primitives), which
-    ``load_from_checkpoint`` needs whole to rebuild injected objects; outside the CLI, object arguments must be
-    left out instead (they are not primitives).
-    """
-    try:
-        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
-    except ImportError:  # a Lightning without the mechanism: nothing is given
-        return False
-    return _given_hyperparameters.get() is not None
-
-
 def _accuracy(num_classes: int, top_k: int) -> MulticlassAccuracy:
     # micro average = the usual "fraction of samples whose label is in the top-k" (torchmetrics defaults to macro)
     return MulticlassAccuracy(num_classes=num_classes, top_k=min(top_k, num_classes), average="micro")
@@ -96,12 +79,24 @@ def first_view(logits: Tensor | tuple[Tensor, ...]) -> Tensor:
     return logits[0] if isinstance(logits, tuple) else logits
 
 
+def sum_terms(terms: dict[str, Tensor]) -> Tensor:
+    """The training loss: the sum of the already-weighted loss terms."""
+    return torch.stack(list(terms.values())).sum()
+
+
 class ClassifierSystem(LightningModule):
     """Base of :class:`ClassificationModule` and :class:`DistillationModule`.
 
-    Holds the torchmetrics accuracies (top-1/top-5, logged as fractions), the best-so-far validation top-1,
-    the evaluation steps, and the injected optimizer / scheduler factories. Subclasses define
-    :attr:`network` (the model being trained) and :meth:`trainable_parameters`.
+    Holds the training-step statistics (device-side sums, see :class:`~lightning_kd._train_stats.TrainStepStats`),
+    the torchmetrics accuracies of evaluation (top-1/top-5, logged as fractions), the best-so-far validation top-1,
+    the evaluation steps, the injected optimizer / scheduler factories and the checkpoint record. Subclasses define
+    :attr:`network` (the model being trained and evaluated), :meth:`trainable_parameters` and
+    :meth:`training_terms`.
+
+    Training logs, every ``trainer.log_every_n_steps`` steps, the mean of the window's steps as
+    ``train/loss_step`` and ``train/<term>_step``, and at each epoch end the exact epoch means
+    ``train/loss_epoch``, ``train/<term>_epoch`` and ``train/acc1`` (summed over processes). A non-finite term
+    stops training with a :class:`FloatingPointError` that names the epoch and the span of steps.
     """
 
     def __init__(self, num_classes: int, optimizer: OptimizerCallable, lr_scheduler: LRSchedulerCallable | None):
@@ -111,7 +106,7 @@ class ClassifierSystem(LightningModule):
         self.num_classes = num_classes
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
-        self.train_acc1 = _accuracy(num_classes, 1)
+        self.train_stats = TrainStepStats()
         self.val_acc1 = _accuracy(num_classes, 1)
         self.val_acc5 = _accuracy(num_classes, 5)
         self.test_acc1 = _accuracy(num_classes, 1)
@@ -126,6 +121,78 @@ class ClassifierSystem(LightningModule):
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         """The parameters handed to the optimizer."""
         raise NotImplementedError
+
+    def training_terms(self, inputs: Any, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """One training step's math: the logits used for training accuracy and the named, weighted loss terms."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def record_objects(cls) -> dict[str, str]:
+        """Constructor arguments that are networks (rebuilt from a model name in the record)."""
+        return {}
+
+    @classmethod
+    @override
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Path,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Rebuild a module from a checkpoint of this project: its record gives the constructor arguments.
+
+        Networks given by name, the loss, the optimizer and the scheduler are rebuilt from the checkpoint's
+        primitive record (``student``, ``loss.class_path``, ``loss.kd_weight``, ...). Keyword arguments override
+        the record. A network that was given as a module must be passed again (the error names the argument).
+        A checkpoint saved without its teacher gets the teacher from ``teacher_weights`` (or a given module).
+
+        Args:
+            checkpoint_path: a ``.ckpt`` written by Lightning for this module.
+            map_location: as for :func:`torch.load`; the module is moved to that device when it names one.
+            hparams_file: not supported (the record lives in the checkpoint); must be ``None``.
+            strict: strict state-dict loading (default: the module's ``strict_loading``).
+            weights_only: as for :func:`torch.load`; default ``True`` (this project's checkpoints hold tensors and
+                primitives only).
+            **kwargs: constructor arguments that replace the record's.
+
+        Raises:
+            ValueError: a network given as a module is not passed; ``hparams_file`` is given.
+        """
+        if hparams_file is not None:
+            raise ValueError(
+                f"hparams_file={hparams_file!r} is not supported: the checkpoint's own record rebuilds the module; "
+                "pass changed constructor arguments as keyword arguments instead."
+            )
+        checkpoint = torch.load(
+            checkpoint_path, map_location=map_location or "cpu", weights_only=weights_only is not False
+        )
+        record = checkpoint.get("hyper_parameters", {})
+        module = cls(**init_kwargs_from_record(cls, record, kwargs, cls.record_objects()))
+        module.on_load_checkpoint(checkpoint)
+        module.load_state_dict(checkpoint["state_dict"], strict=module.strict_loading if strict is None else strict)
+        if isinstance(map_location, (str, torch.device)):
+            module.to(map_location)
+        return module
+
+    def _save_record(self, record: dict[str, Any], base_init: Any, frame: Any) -> None:
+        """Save the complete primitive record once: ``hparams`` == ``hparams_initial`` == what loggers receive.
+
+        Primitive constructor arguments a subclass adds (read from the ``__init__`` frames above ``frame``) join it,
+        so ``load_from_checkpoint`` passes them back.
+        """
+        known = set(inspect.signature(base_init).parameters) | set(record)
+        extras = subclass_init_args(self, frame, known)
+        bad = {k: type(v).__name__ for k, v in record.items() if not is_primitive(v)}
+        if bad:  # a programming error of this package, not user input
+            raise TypeError(f"The hyperparameter record must hold primitives only, got {bad}.")
+        self.save_hyperparameters({**extras, **record})
+
+    # ------------------------------------------------------------------ training
 
     @override
     def forward(self, x: Tensor) -> Tensor:
@@ -148,15 +215,70 @@ class ClassifierSystem(LightningModule):
         self.val_acc1_best.reset()
 
     @override
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+    def on_train_epoch_start(self) -> None:
+        # Lightning >= 2.2 no longer calls .train() at fit start: a network loaded in eval mode would train with
+        # frozen BatchNorm statistics.
+        self.network.train()
+        self.train_stats.reset(self.global_step)
+
+    @override
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        inputs, targets = batch
+        logits, terms = self.training_terms(inputs, targets)
+        loss = sum_terms(terms)
+        self._record_train_step(loss, logits, targets, terms, batch_idx)
+        return loss
+
+    def _record_train_step(
+        self, loss: Tensor, logits: Tensor, targets: Tensor, terms: dict[str, Tensor], batch_idx: int
+    ) -> None:
+        """Add the step to the device sums; at a window's close, hand its means to the logger (no sync otherwise)."""
+        step = self.global_step  # optimizer steps before this one (Lightning logs at (step + 1) % n == 0)
+        correct = (logits.detach().argmax(dim=-1) == targets).sum()
+        self.train_stats.add(loss, terms, correct, batch_size=targets.shape[0])
+        every = self.trainer.log_every_n_steps
+        log_step = every > 0 and (step + 1) % every == 0
+        last_step = batch_idx + 1 >= self.trainer.num_training_batches or step + 1 == self.trainer.max_steps
+        if log_step or last_step:
+            # the check comes before the epoch's checkpoint is written: a non-finite run never saves
+            means, _ = self.train_stats.window_means(epoch=self.current_epoch + 1, step=step)
+            if log_step:
+                for name, value in means.items():
+                    self.log(f"train/{name}_step", value, on_step=True, on_epoch=False, prog_bar=name == "loss")
+
+    @override
+    def on_validation_epoch_start(self) -> None:
+        # with val_check_interval < 1 validation (and checkpointing) can come mid-epoch: check the open window first
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking and not self.train_stats.empty:
+            self.train_stats.window_means(epoch=self.current_epoch + 1, step=max(self.global_step - 1, 0))
+
+    @override
+    def on_train_epoch_end(self) -> None:
+        if self.train_stats.empty:
+            return
+        sums = self.trainer.strategy.reduce(self.train_stats.epoch_sums(), reduce_op="sum")
+        means, accuracy = self.train_stats.means(sums)
+        for name, value in means.items():
+            self.log(f"train/{name}_epoch", value, on_step=False, on_epoch=True)
+        self.log("train/acc1", accuracy, on_step=False, on_epoch=True)
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _evaluate(self, batch: Batch, stage: str, acc1: MulticlassAccuracy, acc5: MulticlassAccuracy) -> Tensor:
         inputs, targets = batch
         logits = first_view(apply_views(self.network, inputs))
-        self.val_acc1.update(logits, targets)
-        self.val_acc5.update(logits, targets)
+        acc1.update(logits, targets)
+        acc5.update(logits, targets)
         n = targets.shape[0]
-        self.log("val/loss", F.cross_entropy(logits.float(), targets), on_epoch=True, batch_size=n, sync_dist=True)
-        self.log("val/acc1", self.val_acc1, on_epoch=True, prog_bar=True, batch_size=n)
-        self.log("val/acc5", self.val_acc5, on_epoch=True, batch_size=n)
+        self.log(f"{stage}/loss", F.cross_entropy(logits.float(), targets), on_epoch=True, batch_size=n, sync_dist=True)
+        self.log(f"{stage}/acc1", acc1, on_epoch=True, prog_bar=stage == "val", batch_size=n)
+        self.log(f"{stage}/acc5", acc5, on_epoch=True, batch_size=n)
+        return logits
+
+    @override
+    def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor | None]:
+        logits = self._evaluate(batch, "val", self.val_acc1, self.val_acc5)
+        return {"logits": logits, "targets": batch[1]}
 
     @override
     def on_validation_epoch_end(self) -> None:
@@ -167,19 +289,14 @@ class ClassifierSystem(LightningModule):
 
     @override
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        inputs, targets = batch
-        logits = first_view(apply_views(self.network, inputs))
-        self.test_acc1.update(logits, targets)
-        self.test_acc5.update(logits, targets)
-        n = targets.shape[0]
-        self.log("test/loss", F.cross_entropy(logits.float(), targets), on_epoch=True, batch_size=n, sync_dist=True)
-        self.log("test/acc1", self.test_acc1, on_epoch=True, batch_size=n)
-        self.log("test/acc5", self.test_acc5, on_epoch=True, batch_size=n)
+        self._evaluate(batch, "test", self.test_acc1, self.test_acc5)
 
     @override
     def predict_step(self, batch: Batch | Tensor, batch_idx: int) -> Tensor:
         inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
         return first_view(apply_views(self.network, inputs))
+
+    # ------------------------------------------------------------------ optimization
 
     @override
     def configure_optimizers(self) -> Any:
@@ -189,15 +306,21 @@ class ClassifierSystem(LightningModule):
         scheduler = self.lr_scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
-    def _log_train_metrics(self, loss: Tensor, logits: Tensor, targets: Tensor, terms: dict[str, Tensor]) -> None:
-        n = targets.shape[0]
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
-        for name, value in terms.items():
-            self.log(f"train/{name}", value, on_step=True, on_epoch=True, batch_size=n)
-        self.train_acc1(logits.detach(), targets)
-        self.log("train/acc1", self.train_acc1, on_step=False, on_epoch=True, batch_size=n)
+    def frozen_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters no optimizer may ever hold (the teacher's); none by default."""
+        return iter(())
 
-
-def sum_terms(terms: dict[str, Tensor]) -> Tensor:
-    """The training loss: the sum of the already-weighted loss terms."""
-    return torch.stack(list(terms.values())).sum()
+    @override
+    def on_fit_start(self) -> None:
+        # Whatever built the optimizers (this module, LightningCLI's top-level --optimizer, a subclass), a frozen
+        # parameter must never be in one: weight decay and momentum would still move it.
+        frozen = {id(p) for p in self.frozen_parameters()}
+        held = sum(
+            1 for opt in self.trainer.optimizers for g in opt.param_groups for p in g["params"] if id(p) in frozen
+        )
+        if held:
+            raise ValueError(
+                f"The optimizer holds {held} of the teacher's frozen parameters. Configure the optimizer through the "
+                "module (`--model.init_args.optimizer` / `optimizer=` in Python), which hands it only the trainable "
+                "parameters, not through LightningCLI's top-level `--optimizer`."
+            )

@@ -2,33 +2,27 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 import warnings
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import Tensor, nn
 from torch.nn.modules.module import _IncompatibleKeys
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
-from lightning_kd._system import (
-    Batch,
-    ClassifierSystem,
-    apply_views,
-    build_network,
-    describe_network,
-    first_view,
-    infer_num_classes,
-    instantiated_by_cli,
-    sum_terms,
-)
+from lightning_kd._record import absolute_weights_path, describe_factory, describe_network
+from lightning_kd._system import Batch, ClassifierSystem, apply_views, build_network, first_view, infer_num_classes
 from lightning_kd.losses.base import DistillationLoss
+from lightning_kd.models.external import TIMM_PREFIX, TORCHVISION_PREFIX
 from lightning_kd.optim import cifar_multistep, cifar_sgd
 
 _TEACHER_PREFIX = "teacher."
@@ -51,18 +45,35 @@ def _resolve_num_classes(num_classes: int | None, **specs: nn.Module | str) -> i
     return next(iter(known.values()), None)
 
 
+def _weights_file_missing(weights: str | None) -> bool:
+    """``weights`` names a checkpoint file (not a library spec) that does not exist."""
+    return (
+        weights is not None
+        and not weights.startswith((TORCHVISION_PREFIX, TIMM_PREFIX))
+        and not Path(weights).expanduser().is_file()
+    )
+
+
 class DistillationModule(ClassifierSystem):
     r"""Distil a frozen teacher into a trainable student with a pluggable :class:`DistillationLoss`.
 
     The teacher is frozen (``requires_grad=False``), kept in eval mode through ``fit`` / ``validate`` (also
     when Lightning or user code calls ``.train()`` on this module), run under :func:`torch.no_grad`, left
-    out of the optimizer and, unless ``save_teacher=True``, out of saved checkpoints. Such a checkpoint
+    out of every optimizer and, unless ``save_teacher=True``, out of saved checkpoints. Such a checkpoint
     reloads into a module that has its teacher (from ``teacher_weights`` or the given module); any other
     missing or unexpected key is still an error.
 
-    Logged: ``train/loss`` and every loss term as ``train/<term>``, ``train/acc1``, ``val/loss`` (cross-entropy
-    of the student), ``val/acc1``, ``val/acc5``, ``val/acc1_best``, ``test/*``, and the teacher's
-    ``teacher/val_acc1`` once, at the first validation epoch. Accuracies are fractions in [0, 1].
+    A ``teacher_weights`` file that does not exist does not stop the module from being built (a notice says so):
+    ``fit`` refuses to start, while ``validate`` / ``test`` / ``predict`` evaluate the student alone and skip the
+    ``teacher/*`` metrics. Evaluating a student needs no teacher.
+
+    Logged: ``train/loss_step`` / ``train/loss_epoch`` and every loss term as ``train/<term>_step`` /
+    ``train/<term>_epoch`` (step values are the mean over the last ``log_every_n_steps`` steps), ``train/acc1``,
+    ``val/loss`` (cross-entropy of the student), ``val/acc1``, ``val/acc5``, ``val/acc1_best``, ``test/*``, and the
+    teacher's ``teacher/val_acc1`` once, at the first validation epoch. Accuracies are fractions in [0, 1].
+
+    Extending: override :meth:`compute_loss_terms` to add terms computed from the student's and teacher's logits;
+    each added term is summed into the loss and logged like the others.
 
     Args:
         student: the network to train: an ``nn.Module`` or a model name understood by
@@ -77,7 +88,8 @@ class DistillationModule(ClassifierSystem):
             Default: MultiStepLR at epochs 150, 180, 210, gamma 0.1.
         teacher_weights: the teacher's trained weights: a checkpoint path (reference ``{"model": ...}``
             format, plain state dict, or a Lightning checkpoint of this project), or a library weights spec
-            (``"torchvision:ResNet34_Weights.IMAGENET1K_V1"``) for a teacher given by name.
+            (``"torchvision:ResNet34_Weights.IMAGENET1K_V1"``) for a teacher given by name. Recorded as an
+            absolute path.
         student_weights: optional initial weights of the student, same formats.
         save_teacher: keep the teacher's weights in saved checkpoints (off: checkpoints hold the student only).
 
@@ -89,6 +101,8 @@ class DistillationModule(ClassifierSystem):
         ...                             num_classes=10)  # teacher_weights="teacher.ckpt" in real use
         >>> sorted(name for name, _ in module.named_children())[:2]
         ['loss', 'student']
+        >>> module.hparams["loss.kd_weight"], module.hparams["student"]
+        (9.0, 'resnet8')
     """
 
     def __init__(
@@ -113,9 +127,19 @@ class DistillationModule(ClassifierSystem):
                 "`num_classes` attribute or final nn.Linear): pass num_classes=..."
             )
         super().__init__(resolved, optimizer, lr_scheduler)
+        teacher_weights = absolute_weights_path(teacher_weights)
+        student_weights = absolute_weights_path(student_weights)
         self.student = build_network(student, resolved, student_weights, "student")
-        self.teacher = build_network(teacher, resolved, teacher_weights, "teacher")
-        if isinstance(teacher, str) and teacher_weights is None:
+        self.teacher_available = not _weights_file_missing(teacher_weights)
+        self.teacher = build_network(teacher, resolved, teacher_weights if self.teacher_available else None, "teacher")
+        if not self.teacher_available:
+            rank_zero_warn(
+                f"teacher_weights {teacher_weights!r} does not exist: the teacher has no trained weights. `fit` will "
+                "refuse to start; validate/test/predict evaluate the student alone and skip the teacher/* metrics. "
+                "To distil, pass the teacher checkpoint's path (--model.init_args.teacher_weights PATH).",
+                category=PossibleUserWarning,
+            )
+        elif isinstance(teacher, str) and teacher_weights is None:
             rank_zero_warn(
                 f"The teacher {teacher!r} is built with random weights (no teacher_weights given). Distilling from "
                 "it only makes sense when a checkpoint with the teacher's weights is loaded next.",
@@ -125,22 +149,32 @@ class DistillationModule(ClassifierSystem):
         self.teacher.eval()
         self.loss = loss
         self.save_teacher = save_teacher
+        #: compute the teacher's logits in every validation step (a callback such as LogitStatistics sets it);
+        #: otherwise only at the first validation epoch, for ``teacher/val_acc1``
+        self.teacher_in_validation = False
         self.teacher_val_acc1 = MulticlassAccuracy(num_classes=resolved, average="micro")
         self._teacher_acc_logged = False
         self._eval_warning_filter: tuple[Any, ...] | None = None
+        self._save_record(
+            {
+                **describe_network("student", student),
+                **describe_network("teacher", teacher),
+                "num_classes": resolved,
+                "teacher_weights": teacher_weights,
+                "student_weights": student_weights,
+                "save_teacher": save_teacher,
+                **{f"loss.{k}": v for k, v in loss.hparams_dict().items()},
+                **describe_factory("optimizer", optimizer),
+                **describe_factory("lr_scheduler", lr_scheduler),
+            },
+            DistillationModule.__init__,
+            inspect.currentframe(),
+        )
 
-        # Hyperparameters hold primitives only, so checkpoints reload with torch.load(weights_only=True).
-        if instantiated_by_cli():
-            # the CLI records its parsed config (class_path / init_args dicts of primitives); every key must stay
-            # an init argument, since `--ckpt_path` parses them back into the model's config
-            self.save_hyperparameters()
-        else:
-            self.save_hyperparameters(ignore=["student", "teacher", "loss", "optimizer", "lr_scheduler"])
-            extra: dict[str, Any] = {f"loss.{k}": v for k, v in loss.hparams_dict().items()}
-            extra["num_classes"] = resolved
-            for role, spec in (("student", student), ("teacher", teacher)):
-                extra[role if isinstance(spec, str) else f"{role}_class"] = describe_network(spec)
-            self.hparams.update(extra)
+    @classmethod
+    @override
+    def record_objects(cls) -> dict[str, str]:
+        return {"student": "student", "teacher": "teacher"}
 
     @property
     @override
@@ -154,6 +188,10 @@ class DistillationModule(ClassifierSystem):
         yield from self.loss.parameters()
 
     @override
+    def frozen_parameters(self) -> Iterator[nn.Parameter]:
+        return self.teacher.parameters()
+
+    @override
     def train(self, mode: bool = True) -> DistillationModule:
         super().train(mode)
         # the teacher's BatchNorm statistics and dropout must never switch to training behaviour
@@ -161,7 +199,27 @@ class DistillationModule(ClassifierSystem):
         return self
 
     @override
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit" and not self.teacher_available:
+            raise FileNotFoundError(
+                f"teacher_weights {self.hparams.get('teacher_weights')!r} does not exist, and distillation needs the "
+                "teacher's trained weights: pass the path of the teacher checkpoint "
+                "(--model.init_args.teacher_weights PATH, or teacher_weights=... in Python)."
+            )
+        datamodule = getattr(self.trainer, "datamodule", None)
+        data_views = 2 if getattr(datamodule, "two_views", False) else 1
+        if stage == "fit" and datamodule is not None and data_views != self.loss.num_views:
+            hint = "true" if self.loss.num_views == 2 else "false"
+            raise ValueError(
+                f"{type(self.loss).__name__} takes {self.loss.num_views} view(s) of each training image but the data "
+                f"module gives {data_views}: set two_views: {hint} on the data module "
+                f"(--data.init_args.two_views {hint})."
+            )
+
+    @override
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         # Lightning >= 2.5.5 warns about modules in eval mode at fit start; the frozen teacher is in eval mode
         # by design. Silence exactly that count, so a student module left in eval mode still warns.
         n_teacher = sum(1 for _ in self.teacher.modules())
@@ -180,42 +238,67 @@ class DistillationModule(ClassifierSystem):
 
     @override
     def on_train_epoch_start(self) -> None:
-        # Lightning >= 2.2 no longer calls .train() at fit start: a student loaded in eval mode would train
-        # with frozen BatchNorm statistics.
-        self.student.train()
+        super().on_train_epoch_start()
         self.teacher.eval()
 
+    def compute_loss_terms(
+        self, student_logits: Tensor | tuple[Tensor, ...], teacher_logits: Tensor | tuple[Tensor, ...], targets: Tensor
+    ) -> dict[str, Tensor]:
+        """The named, weighted loss terms of one training step; the training loss is their sum.
+
+        The public extension point: a subclass adds terms with access to both networks' logits, and keeps the
+        step, the logging (each term as ``train/<term>_step`` / ``_epoch``) and every metric::
+
+            class WithConfidencePenalty(DistillationModule):
+                def compute_loss_terms(self, student_logits, teacher_logits, targets):
+                    terms = super().compute_loss_terms(student_logits, teacher_logits, targets)
+                    entropy = -(student_logits.softmax(-1) * student_logits.log_softmax(-1)).sum(-1).mean()
+                    terms["entropy"] = -0.1 * entropy
+                    return terms
+
+        Args:
+            student_logits: ``(B, K)`` student logits (a tuple of views for multi-view losses).
+            teacher_logits: the teacher's logits, same structure; computed under ``no_grad``.
+            targets: ``(B,)`` class indices.
+
+        Returns:
+            The loss strategy's terms for the epoch being trained (``epoch = current_epoch + 1``), in fp32.
+        """
+        # loss math in fp32 even under mixed precision (the loss also upcasts its inputs)
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            return self.loss(student_logits, teacher_logits, targets, epoch=self.current_epoch + 1)
+
     @override
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        inputs, targets = batch
+    def training_terms(self, inputs: Any, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         with torch.no_grad():  # not inference_mode: the loss saves teacher probabilities for backward
             teacher_logits = apply_views(self.teacher, inputs)
         student_logits = apply_views(self.student, inputs)
-        # loss math in fp32 even under mixed precision (the loss also upcasts its inputs)
-        with torch.autocast(device_type=self.device.type, enabled=False):
-            terms = self.loss(student_logits, teacher_logits, targets, epoch=self.current_epoch + 1)
-        loss = sum_terms(terms)
-        self._log_train_metrics(loss, first_view(student_logits), targets, terms)
-        return loss
+        terms = self.compute_loss_terms(student_logits, teacher_logits, targets)
+        return first_view(student_logits), terms
 
     @override
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        super().validation_step(batch, batch_idx)
-        if self._teacher_acc_logged or self.trainer.sanity_checking:
-            return
-        inputs, targets = batch
-        with torch.no_grad():
-            teacher_logits = first_view(apply_views(self.teacher, inputs))
-        self.teacher_val_acc1.update(teacher_logits, targets)
+    def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor | None]:
+        logits = self._evaluate(batch, "val", self.val_acc1, self.val_acc5)
+        teacher_logits = None
+        wanted = self.teacher_in_validation or not self._teacher_acc_logged
+        if self.teacher_available and wanted and not self.trainer.sanity_checking:
+            with torch.no_grad():
+                teacher_logits = first_view(apply_views(self.teacher, batch[0]))
+            if not self._teacher_acc_logged:
+                self.teacher_val_acc1.update(teacher_logits, batch[1])
+        return {"student_logits": logits, "teacher_logits": teacher_logits, "targets": batch[1]}
 
     @override
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()
         if self._teacher_acc_logged or self.trainer.sanity_checking:
             return
-        # self.log is not allowed in on_fit_start: log the teacher once, at the first real validation epoch
-        self.log("teacher/val_acc1", self.teacher_val_acc1.compute())
-        self.teacher_val_acc1.reset()
+        if not self.teacher_available:
+            rank_zero_info("No teacher weights are loaded: teacher/val_acc1 is not logged.")
+        else:
+            # self.log is not allowed in on_fit_start: log the teacher once, at the first real validation epoch
+            self.log("teacher/val_acc1", self.teacher_val_acc1.compute())
+            self.teacher_val_acc1.reset()
         self._teacher_acc_logged = True
 
     @override
@@ -241,14 +324,17 @@ class DistillationModule(ClassifierSystem):
                 f"Error loading the state dict into {type(self).__name__}: missing keys {missing}, unexpected keys "
                 f"{unexpected}. The checkpoint was saved from a different student/loss configuration."
             )
+        if has_teacher:  # a checkpoint saved with save_teacher=True brings its teacher along
+            self.teacher_available = True
         return _IncompatibleKeys(missing, unexpected)
 
 
 class ClassificationModule(ClassifierSystem):
     """Plain supervised training of one classifier (teachers and student baselines).
 
-    Same metrics, optimizer defaults and logging names as :class:`DistillationModule` (``train/loss``,
-    ``train/ce``, ``val/acc1``, ``val/acc1_best``, ...). Its checkpoints load as ``teacher_weights``.
+    Same metrics, optimizer defaults, logging names and checkpoint record as :class:`DistillationModule`
+    (``train/loss_step``, ``train/ce_epoch``, ``val/acc1``, ``val/acc1_best``, ...). Its checkpoints load as
+    ``teacher_weights``.
 
     Args:
         model: the network: an ``nn.Module`` or a model name understood by :func:`~lightning_kd.models.create_model`.
@@ -273,13 +359,24 @@ class ClassificationModule(ClassifierSystem):
         if resolved is None:
             raise ValueError("num_classes is required for this model (it has no `num_classes` or final nn.Linear).")
         super().__init__(resolved, optimizer, lr_scheduler)
+        weights = absolute_weights_path(weights)
         self.model = build_network(model, resolved, weights, "model")
-        if instantiated_by_cli():  # see DistillationModule
-            self.save_hyperparameters()
-        else:
-            self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler"])
-            key = "model" if isinstance(model, str) else "model_class"
-            self.hparams.update({"num_classes": resolved, key: describe_network(model)})
+        self._save_record(
+            {
+                **describe_network("model", model),
+                "num_classes": resolved,
+                "weights": weights,
+                **describe_factory("optimizer", optimizer),
+                **describe_factory("lr_scheduler", lr_scheduler),
+            },
+            ClassificationModule.__init__,
+            inspect.currentframe(),
+        )
+
+    @classmethod
+    @override
+    def record_objects(cls) -> dict[str, str]:
+        return {"model": "model"}
 
     @property
     @override
@@ -291,13 +388,6 @@ class ClassificationModule(ClassifierSystem):
         return self.model.parameters()
 
     @override
-    def on_train_epoch_start(self) -> None:
-        self.model.train()
-
-    @override
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        inputs, targets = batch
+    def training_terms(self, inputs: Any, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         logits = first_view(apply_views(self.model, inputs))
-        loss = F.cross_entropy(logits.float(), targets)
-        self._log_train_metrics(loss, logits, targets, {"ce": loss})
-        return loss
+        return logits, {"ce": F.cross_entropy(logits.float(), targets)}

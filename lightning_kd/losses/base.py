@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -19,7 +19,13 @@ class DistillationLoss(nn.Module, ABC):
 
     Subclasses call :meth:`_record_hparams` in ``__init__`` with their constructor arguments, so the module
     can save them flattened (``loss.temperature``, ...) as checkpoint hyperparameters of primitive types.
+
+    A loss that needs more than one view of each training image (MLKD's ``(weak, strong)``) says so with
+    :attr:`num_views`; the module checks it against the data module before training.
     """
+
+    #: views of each training image the loss takes: 1 (logits tensors) or 2 (tuples ``(weak, strong)``)
+    num_views: ClassVar[int] = 1
 
     def __init__(self) -> None:
         super().__init__()
