@@ -1,0 +1,1 @@
+"""Command-line tools around training runs: the multi-seed summary and the paper's reported numbers."""
