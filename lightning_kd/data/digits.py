@@ -24,6 +24,12 @@ class DigitsDataModule(BaseDataModule):
     an epoch costs only the model's time. There is no augmentation by default: flips would turn digits into
     other shapes.
 
+    With ``two_views=True`` (for MLKD) training samples are ``((weak, strong), target)``. The digits are tensors,
+    not PIL images, so the strong view is not RandAugment: it is a random shift of up to
+    ``max(max_shift, image_size // 8)`` pixels followed by Cutout (a square of side uniform in
+    ``[0, 0.5] * image_size``, centred at a uniform random pixel, clipped at the border), both filled with the
+    background value. The weak view is the usual training sample.
+
     Args:
         batch_size: Samples per training batch.
         val_fraction: Fraction of the images held out for validation/test, strictly between 0 and 1.
@@ -34,6 +40,7 @@ class DigitsDataModule(BaseDataModule):
             direction, filling with the background value. 0 (the default) disables it.
         drop_last: Drop the last incomplete training batch.
         val_batch_size: Samples per validation/test batch; ``None`` uses ``batch_size``.
+        two_views: Training samples become ``((weak, strong), target)`` (see above).
     """
 
     def __init__(
@@ -46,6 +53,7 @@ class DigitsDataModule(BaseDataModule):
         max_shift: int = 0,
         drop_last: bool = False,
         val_batch_size: int | None = None,
+        two_views: bool = False,
     ) -> None:
         super().__init__(batch_size, num_workers, drop_last=drop_last, val_batch_size=val_batch_size)
         if not 0.0 < val_fraction < 1.0:
@@ -59,6 +67,7 @@ class DigitsDataModule(BaseDataModule):
         self.seed = seed
         self.image_size = image_size
         self.max_shift = max_shift
+        self.two_views = two_views
         self.num_classes = 10
         self.train_indices: np.ndarray | None = None
         self.val_indices: np.ndarray | None = None
@@ -92,8 +101,11 @@ class DigitsDataModule(BaseDataModule):
         assert self._tensors is not None
         x_train, y_train = self._tensors["x_train"], self._tensors["y_train"]
         if stage in (None, "fit"):
-            if self.max_shift > 0:
-                fill = -self._stats[0] / self._stats[1]  # a zero pixel after normalization
+            fill = -self._stats[0] / self._stats[1]  # a zero pixel after normalization
+            if self.two_views:
+                strong_shift = max(self.max_shift, self.image_size // 8)
+                self.train_set = _TwoViews(x_train, y_train, self.max_shift, strong_shift, fill)
+            elif self.max_shift > 0:
                 self.train_set = _RandomShift(x_train, y_train, self.max_shift, fill)
             else:
                 self.train_set = TensorDataset(x_train, y_train)
@@ -126,6 +138,27 @@ class DigitsDataModule(BaseDataModule):
         return self._stats
 
 
+def _shift(image: Tensor, max_shift: int, fill: float) -> Tensor:
+    """Shift a ``(C, H, W)`` image by a random whole number of pixels in ``-max_shift..max_shift`` per axis."""
+    if max_shift == 0:
+        return image
+    height, width = image.shape[-2:]
+    top, left = (torch.randint(0, 2 * max_shift + 1, (2,))).tolist()
+    padded = F.pad(image, (max_shift,) * 4, value=fill)
+    return padded[:, top : top + height, left : left + width]
+
+
+def _cutout(image: Tensor, fill: float, max_fraction: float = 0.5) -> Tensor:
+    """Fill a square of side uniform in ``[0, max_fraction] * width``, centred at a random pixel, clipped."""
+    height, width = image.shape[-2:]
+    side = torch.rand(()).item() * max_fraction * width
+    centre_y, centre_x = (torch.rand(2) * torch.tensor([height, width])).tolist()
+    top, left = int(max(0.0, centre_y - side / 2)), int(max(0.0, centre_x - side / 2))
+    image = image.clone()
+    image[:, top : int(min(height, top + side)), left : int(min(width, left + side))] = fill
+    return image
+
+
 class _RandomShift(Dataset):
     """Precomputed images shifted by a random whole number of pixels, the uncovered border filled with ``fill``."""
 
@@ -139,9 +172,18 @@ class _RandomShift(Dataset):
         return len(self.targets)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return _shift(self.images[index], self.max_shift, self.fill), self.targets[index]
+
+
+class _TwoViews(_RandomShift):
+    """``((weak, strong), target)``: weak = shift by ``max_shift``; strong = shift by ``strong_shift`` + Cutout."""
+
+    def __init__(self, images: Tensor, targets: Tensor, max_shift: int, strong_shift: int, fill: float) -> None:
+        super().__init__(images, targets, max_shift, fill)
+        self.strong_shift = strong_shift
+
+    def __getitem__(self, index: int) -> tuple[tuple[Tensor, Tensor], Tensor]:
         image = self.images[index]
-        m = self.max_shift
-        height, width = image.shape[-2:]
-        top, left = (torch.randint(0, 2 * m + 1, (2,))).tolist()
-        padded = F.pad(image, (m, m, m, m), value=self.fill)
-        return padded[:, top : top + height, left : left + width], self.targets[index]
+        weak = _shift(image, self.max_shift, self.fill)
+        strong = _cutout(_shift(image, self.strong_shift, self.fill), self.fill)
+        return (weak, strong), self.targets[index]
