@@ -141,6 +141,20 @@ def rebuild_loss(record: Mapping[str, Any]) -> nn.Module:
     return _import(path)(**fields)
 
 
+def _init_parameters(cls: type) -> set[str]:
+    """Named constructor parameters of ``cls`` and of the bases it forwards ``**kwargs`` to (this project's and
+    users' classes, up to Lightning's own)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if klass.__module__.startswith(("lightning.", "torch.")):
+            break
+        if "__init__" in vars(klass):
+            for param in inspect.signature(klass.__init__).parameters.values():
+                if param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD) and param.name != "self":
+                    names.add(param.name)
+    return names
+
+
 def init_kwargs_from_record(
     cls: type, record: Mapping[str, Any], overrides: Mapping[str, Any], objects: dict[str, str]
 ) -> dict[str, Any]:
@@ -156,7 +170,7 @@ def init_kwargs_from_record(
         ValueError: a network was given as a module when the checkpoint was made and is not in ``overrides``; the
             message names the argument to pass.
     """
-    params = inspect.signature(cls.__init__).parameters
+    params = _init_parameters(cls)
     kwargs: dict[str, Any] = {k: v for k, v in record.items() if k in params and k not in objects}
     for arg in objects:
         if arg in overrides:
