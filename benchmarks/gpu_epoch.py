@@ -1,0 +1,280 @@
+"""CIFAR-100 distillation throughput on one GPU: the reference-style loop, the default module, the fast preset.
+
+In one process: writes random-pixel CIFAR-100 files in the on-disk format (50,000 + 10,000 images; speed does
+not depend on pixel values), then measures training images per second of resnet32x4 (frozen) -> resnet8x4,
+KD + logit standardization (T 2, CE 0.1, KD 9), SGD (lr 0.05, momentum 0.9, wd 5e-4), batch 64:
+
+1. ``reference``: a plain PyTorch loop as the reference code runs it: torchvision ``CIFAR100`` with the PIL
+   transforms (pad-4 random crop, flip, ``ToTensor``, ``Normalize``), ``DataLoader(shuffle, 8 workers)``, fp32;
+2. ``default``: ``DistillationModule`` + ``CIFAR100DataModule(num_workers=8)`` under ``Trainer.fit``, 32-true,
+   CSV logger (the default config);
+3. ``fast``: the settings of ``configs/cifar100/fast.yaml``: ``device_augment=True`` (uint8 batches augmented
+   on the GPU, ``num_workers=0``), ``bf16-mixed``, ``cuda_graph=True``; ``fast_channels_last`` adds
+   ``channels_last=True``; ``fast_eager`` is ``fast`` without the CUDA graph (to see what the graph adds).
+
+Each measurement runs ``--warmup`` steps (worker start-up, cuDNN autotuning, graph capture), then times
+``--steps`` steps with the device synchronised at both ends. Only training steps are timed (no validation,
+no epoch boundary); "240 epochs" is 240 x 50,000 images at the measured rate. Prints a table with the ratios to
+the reference loop and writes the numbers as JSON (``--json``). Issue 7's targets on one H100: default >= 1.0x,
+fast >= 3x, 240 epochs of the fast preset <= 10 minutes.
+
+    python benchmarks/gpu_epoch.py --json $OUT/gpu_epoch.json          # on a GPU, about 3 minutes
+    python benchmarks/gpu_epoch.py --smoke                              # CPU plumbing check, small models
+
+No jsonargparse needed (the Python API only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+import math
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout without installing the package (the lent GPU machine)
+    sys.path.insert(0, str(ROOT))
+
+from lightning_kd import DistillationModule  # noqa: E402
+from lightning_kd.data import CIFAR100DataModule  # noqa: E402
+from lightning_kd.losses import KD  # noqa: E402
+from lightning_kd.models import create_model  # noqa: E402
+from tests.helpers.fake_data import write_fake_cifar100  # noqa: E402
+
+TRAIN_IMAGES = 50_000
+EPOCHS = 240
+
+
+def _loss() -> KD:
+    return KD(temperature=2.0, ce_weight=0.1, kd_weight=9.0, standardize=True)
+
+
+def _sgd(params) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4)
+
+
+def _networks(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.nn.Module]:
+    torch.manual_seed(0)
+    return create_model(args.student, num_classes=100), create_model(args.teacher, num_classes=100)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _Window(Callback):
+    """Wall time of batches ``warmup .. warmup + steps - 1``, the device synchronised at both ends.
+
+    Counted by batch index (one epoch), not ``global_step``, so the window does not depend on how a module's
+    optimization mode counts steps.
+    """
+
+    def __init__(self, warmup: int, steps: int, device: torch.device) -> None:
+        self.warmup, self.steps, self.device = warmup, steps, device
+        self.start = self.end = math.nan
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.warmup:
+            _sync(self.device)
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx == self.warmup + self.steps - 1:
+            _sync(self.device)
+            self.end = time.perf_counter()
+
+
+def reference_loop(args: argparse.Namespace, device: torch.device) -> float:
+    """Images per second of the plain loop over torchvision's dataset with PIL transforms (fp32)."""
+    data = CIFAR100DataModule(args.data_dir, batch_size=args.batch_size, verify_checksums=False)
+    data.setup("fit")  # torchvision CIFAR100 (md5 check off: random pixels) with the reference PIL transforms
+    loader = DataLoader(data.train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.workers)
+    student, teacher = _networks(args)
+    student.to(device).train()
+    teacher.to(device).eval().requires_grad_(False)
+    loss, optimizer = _loss(), _sgd(student.parameters())
+    start = math.nan
+    for step, (inputs, targets) in enumerate(_forever(loader)):
+        if step == args.warmup:
+            _sync(device)
+            start = time.perf_counter()
+        if step == args.warmup + args.steps:
+            _sync(device)
+            return args.steps * args.batch_size / (time.perf_counter() - start)
+        inputs, targets = inputs.to(device), targets.to(device)
+        with torch.no_grad():
+            teacher_logits = teacher(inputs)
+        terms = loss(student(inputs), teacher_logits, targets)
+        optimizer.zero_grad()
+        (terms["ce"] + terms["kd"]).backward()
+        optimizer.step()
+    raise AssertionError("unreachable: the loader repeats forever")
+
+
+def _forever(loader: DataLoader):
+    while True:
+        yield from loader
+
+
+def module_fit(
+    args: argparse.Namespace,
+    device: torch.device,
+    tmp: str,
+    *,
+    precision: str,
+    data_options: dict[str, Any],
+    module_options: dict[str, Any],
+) -> float:
+    """Images per second of ``DistillationModule`` under ``Trainer.fit`` with the given options."""
+    student, teacher = _networks(args)
+    module = DistillationModule(student, teacher, _loss(), optimizer=_sgd, **module_options)
+    data = CIFAR100DataModule(args.data_dir, batch_size=args.batch_size, verify_checksums=False, **data_options)
+    window = _Window(args.warmup, args.steps, device)
+    trainer = Trainer(
+        accelerator=device.type if device.type == "cpu" else "gpu",
+        devices=1,
+        precision=precision,
+        max_epochs=1,
+        limit_train_batches=args.warmup + args.steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=CSVLogger(tmp, name="gpu_epoch"),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[window],
+    )
+    trainer.fit(module, datamodule=data)
+    if math.isnan(window.start) or math.isnan(window.end):
+        raise RuntimeError(f"the timed window was not reached ({trainer.global_step} steps ran)")
+    return args.steps * args.batch_size / (window.end - window.start)
+
+
+def _missing_options(cls: type, names: list[str]) -> list[str]:
+    params = inspect.signature(cls.__init__).parameters
+    return [f"{cls.__name__}.{name}" for name in names if name not in params]
+
+
+def variants(args: argparse.Namespace, device: torch.device, tmp: str) -> dict[str, Callable[[], float]]:
+    """The measurements, in order; each returns images per second."""
+
+    def fit(precision: str, data_options: dict[str, Any], module_options: dict[str, Any]) -> Callable[[], float]:
+        def measure() -> float:
+            missing = _missing_options(CIFAR100DataModule, list(data_options))
+            missing += _missing_options(DistillationModule, list(module_options))
+            if missing:
+                raise NotImplementedError(f"option(s) not in this checkout: {', '.join(missing)}")
+            return module_fit(
+                args, device, tmp, precision=precision, data_options=data_options, module_options=module_options
+            )
+
+        return measure
+
+    fast_data = {"device_augment": True, "num_workers": 0}
+    return {
+        "reference": lambda: reference_loop(args, device),
+        "default": fit("32-true", {"num_workers": args.workers}, {}),
+        "fast": fit("bf16-mixed", fast_data, {"cuda_graph": True}),
+        "fast_channels_last": fit("bf16-mixed", fast_data, {"cuda_graph": True, "channels_last": True}),
+        "fast_eager": fit("bf16-mixed", fast_data, {}),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny CPU-friendly run: plumbing only, numbers mean nothing"
+    )
+    parser.add_argument("--steps", type=int, default=300, help="timed steps per measurement")
+    parser.add_argument("--warmup", type=int, default=30, help="untimed steps before them")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=8, help="loader workers of the reference and default rows")
+    parser.add_argument("--student", default="resnet8x4")
+    parser.add_argument("--teacher", default="resnet32x4")
+    parser.add_argument("--only", nargs="+", default=None, help="measure only these rows (names as printed)")
+    parser.add_argument("--budget-s", type=float, default=270.0, help="skip the remaining rows after this time")
+    parser.add_argument("--data-dir", default=None, help="where to write the fake CIFAR-100 (default: a temp dir)")
+    parser.add_argument("--json", default=None, help="write the results here")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.steps, args.warmup, args.batch_size, args.workers = 3, 2, 16, 2
+        args.student, args.teacher = "resnet8", "resnet20"
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu" and not args.smoke:
+        raise SystemExit("No CUDA device: this benchmark is meant for a GPU. Use --smoke for a CPU plumbing check.")
+    warnings.filterwarnings(
+        "ignore", message=r".*(does not have many workers|num_workers|random weights|without verifying md5).*"
+    )
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as a tuned run would; the reference code sets it too
+
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.data_dir is None:
+            args.data_dir = str(Path(tmp) / "data")
+        n_train = 50 * args.batch_size if args.smoke else TRAIN_IMAGES
+        write_fake_cifar100(args.data_dir, n_train=n_train, n_test=100 if args.smoke else 10_000)
+        written = time.perf_counter() - began
+        results: dict[str, dict[str, Any]] = {}
+        for name, measure in variants(args, device, tmp).items():
+            if args.only is not None and name not in args.only:
+                continue
+            if time.perf_counter() - began > args.budget_s:
+                results[name] = {"skipped": f"time budget of {args.budget_s:.0f} s spent"}
+                continue
+            t0 = time.perf_counter()
+            try:
+                results[name] = {"img_per_s": measure()}
+            except NotImplementedError as err:
+                results[name] = {"skipped": str(err)}
+            results[name]["wall_s"] = round(time.perf_counter() - t0, 1)
+            print(f"{name}: {results[name]}", flush=True)
+
+    reference = results.get("reference", {}).get("img_per_s")
+    for row in results.values():
+        if "img_per_s" in row:
+            row["minutes_240_epochs"] = EPOCHS * TRAIN_IMAGES / row["img_per_s"] / 60
+            if reference:
+                row["ratio_to_reference"] = row["img_per_s"] / reference
+    report = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "smoke": args.smoke,
+        "setup": f"{args.teacher} -> {args.student}, KD+LS (T 2, CE 0.1, KD 9), SGD, batch {args.batch_size}",
+        "timed_steps": args.steps,
+        "warmup_steps": args.warmup,
+        "write_fake_data_s": round(written, 1),
+        "total_s": round(time.perf_counter() - began, 1),
+        "rows": results,
+    }
+    print(f"# {report['setup']}; {report['device']}, torch {report['torch']}; {args.steps} timed steps per row")
+    print("| row | img/s | x reference | 240 epochs (min) |")
+    print("|---|---|---|---|")
+    for name, row in results.items():
+        if "img_per_s" in row:
+            ratio = f"{row['ratio_to_reference']:.2f}" if "ratio_to_reference" in row else "-"
+            print(f"| {name} | {row['img_per_s']:,.0f} | {ratio} | {row['minutes_240_epochs']:.1f} |")
+        else:
+            print(f"| {name} | skipped: {row['skipped']} | | |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
