@@ -55,8 +55,8 @@ def augment_uint8_batch(
 
     Equal to torchvision's ``RandomCrop(size, padding=padding)`` (which pads the raw image with 0) followed by
     ``RandomHorizontalFlip``, ``ToTensor`` and ``Normalize`` when the crops start at ``offsets`` in the padded
-    image and the images with ``flips`` set are mirrored. The crop size is the input size. Everything is one
-    gather over the batch: no loop over samples and no host synchronization.
+    image and the images with ``flips`` set are mirrored. The crop size is the input size. Two gathers over the
+    whole batch (rows, then columns): no loop over samples and no host synchronization.
 
     Args:
         images: ``(B, C, H, W)`` uint8 images.
@@ -87,12 +87,9 @@ def augment_uint8_batch(
     cols = offsets[:, 1:] + torch.arange(width, device=device)  # (B, W) source columns
     # A mirrored crop reads its columns right to left.
     cols = torch.where(flips.to(device=device, dtype=torch.bool)[:, None], cols.flip(1), cols)
-    crops = padded[
-        torch.arange(batch, device=device)[:, None, None, None],
-        torch.arange(channels, device=device)[None, :, None, None],
-        rows[:, None, :, None],
-        cols[:, None, None, :],
-    ]  # (B, C, H, W) uint8
+    # Two gathers (rows, then columns) instead of one 4-D advanced index: same result, fewer index tensors.
+    crops = padded.gather(2, rows[:, None, :, None].expand(batch, channels, height, width + 2 * padding))
+    crops = crops.gather(3, cols[:, None, None, :].expand(batch, channels, height, width))  # (B, C, H, W) uint8
     return normalize_uint8_batch(crops, mean, std)
 
 
