@@ -6,7 +6,8 @@ unpickle is refused, never executed. Three layouts are understood:
 * the reference (RepDistiller / mdistiller) teacher format ``{"model": state_dict, "epoch": ..., ...}``;
 * a plain state dict (``{name: Tensor}``), also under a ``"state_dict"`` key;
 * a Lightning checkpoint of this project, whose network sits under ``model.`` (``ClassificationModule``)
-  or ``student.`` (``DistillationModule``) in ``"state_dict"``.
+  or ``student.`` (``DistillationModule``) in ``"state_dict"``;
+* a ``.safetensors`` file (e.g. written by ``lightning-kd export-student``), which holds tensors only by design.
 
 Wrapper prefixes added by ``nn.DataParallel`` / DDP (``module.``) and ``torch.compile`` (``_orig_mod.``) are
 stripped, so the returned keys match a bare network's ``state_dict()``.
@@ -71,8 +72,8 @@ def load_state_dict_from_file(path: str | os.PathLike) -> dict[str, torch.Tensor
     falls back to ``weights_only=False``.
 
     Args:
-        path: A reference checkpoint (weights under ``"model"``), a plain state dict, or a Lightning checkpoint
-            of this project (``ClassificationModule`` or ``DistillationModule``).
+        path: A reference checkpoint (weights under ``"model"``), a plain state dict, a Lightning checkpoint
+            of this project (``ClassificationModule`` or ``DistillationModule``), or a ``.safetensors`` file.
 
     Returns:
         The bare network's state dict on CPU, with ``module.`` / ``_orig_mod.`` wrapper prefixes stripped.
@@ -95,6 +96,8 @@ def load_state_dict_from_file(path: str | os.PathLike) -> dict[str, torch.Tensor
         raise FileNotFoundError(f"Checkpoint file not found: '{path}'.")
     if path.is_dir():
         raise IsADirectoryError(f"Expected a checkpoint file but '{path}' is a directory.")
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -172,6 +175,20 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, strict: bool = Tr
         raise CheckpointMismatchError("\n".join(lines))
     model.load_state_dict(state_dict, strict=strict)
     return model
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Read a ``.safetensors`` file: raw tensors and a JSON header, nothing that could execute code."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state_dict = load_file(path, device="cpu")
+    except SafetensorError as err:
+        raise CheckpointFormatError(f"'{path}' is not a readable safetensors file ({err}).") from err
+    if not state_dict:
+        raise CheckpointFormatError(f"'{path}' is a safetensors file without any tensor.")
+    return _strip_wrapper_prefixes(state_dict)
 
 
 def _extract_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:

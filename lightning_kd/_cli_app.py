@@ -1,0 +1,222 @@
+"""The LightningCLI behind ``lightning-kd fit|validate|test|predict`` (entry point: :mod:`lightning_kd.cli`).
+
+On top of Lightning's CLI:
+
+* ``data.num_classes`` is linked into the model, so networks given by name are built for the data's classes;
+* run folders (:mod:`lightning_kd.run_folders`): every ``fit`` gets a new versioned folder and updates ``latest``;
+  ``validate`` / ``test`` / ``predict`` of a checkpoint inside a run folder log to ``<run>/<stage>_K/``;
+* with ``--ckpt_path`` the given config and command line are the whole truth; the checkpoint provides weights
+  and training state only (Lightning would merge the checkpoint's saved settings over the command line);
+* the top-level ``--optimizer`` / ``--lr_scheduler`` are routed into ``model.init_args.optimizer`` /
+  ``model.init_args.lr_scheduler``, so they only ever see the module's trainable parameters;
+* a rich progress bar (unless the config turns the progress bar off) and a one-line summary after ``fit``;
+* checkpoints record the data's class count and normalization (read back by ``lightning-kd export-student``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import Namespace
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from typing_extensions import override
+
+# imported so that their classes resolve by short name in configs (DigitsDataModule, KD, ...)
+import lightning_kd.data
+import lightning_kd.losses  # noqa: F401
+from lightning_kd.run_folders import find_run_folder, next_stage_folder, update_latest
+
+#: checkpoint key under which the CLI records the data the model was trained on (class count, normalization)
+DATA_RECORD_KEY = "lightning_kd_data"
+
+_PRECEDENCE = (
+    "Settings come from --config files and flags, later ones winning; with --ckpt_path the checkpoint supplies "
+    "only the weights and the training state, never settings."
+)
+SUBCOMMAND_DESCRIPTIONS = {
+    "fit": "Train the model. Each run writes a new run folder runs/<group>/<name>/version_N/ (config.yaml, "
+    "metrics.csv, hparams.yaml, checkpoints/best.ckpt and last.ckpt) and points runs/<group>/<name>/latest at it. "
+    + _PRECEDENCE,
+    "validate": "Evaluate on the validation split. A --ckpt_path inside a run folder logs to <run>/validate_K/. "
+    + _PRECEDENCE,
+    "test": "Evaluate on the test split. A --ckpt_path inside a run folder logs to <run>/test_K/; a distillation "
+    "checkpoint needs no teacher file (teacher/* metrics are skipped). " + _PRECEDENCE,
+    "predict": "Predict with the model. A --ckpt_path inside a run folder logs to <run>/predict_K/. " + _PRECEDENCE,
+}
+# loggers whose folder is save_dir/name/version, the layout the run folders rely on
+_FOLDER_LOGGERS = (CSVLogger, TensorBoardLogger)
+
+
+class RecordData(Callback):
+    """Write the data's class count and normalization into every checkpoint (key :data:`DATA_RECORD_KEY`).
+
+    The module's hyperparameters describe the model; this says what inputs it expects, so an exported student can
+    be used without the data module.
+    """
+
+    @override
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        data = trainer.datamodule
+        if data is None:
+            return
+        record: dict[str, Any] = {"class_path": f"{type(data).__module__}.{type(data).__qualname__}"}
+        for key in ("num_classes", "mean", "std"):
+            value = getattr(data, key, None)
+            record[key] = list(value) if isinstance(value, tuple) else value
+        checkpoint[DATA_RECORD_KEY] = record
+
+
+class KDLightningCLI(LightningCLI):
+    """LightningCLI for this project (see the module docstring for what it adds to Lightning's)."""
+
+    @override
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+
+    @override
+    def _parse_ckpt_path(self) -> None:
+        # Private Lightning API, overridden on purpose (tests/test_cli.py fails loudly if Lightning renames it).
+        # Lightning merges the checkpoint's hyperparameters over the parsed config here, so a command-line value
+        # such as --model.init_args.teacher_weights was silently replaced by the checkpoint's. The module's
+        # hyperparameters are one flat primitive record (`loss.temperature`, ...), no init arguments, and the
+        # given config + command line are the whole truth: the checkpoint provides weights and state only.
+        return
+
+    @override
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        _route_optimizer_arguments(config)
+        if self.subcommand == "fit":
+            _refuse_used_run_folders(config)
+        elif self.subcommand is not None and config.get("ckpt_path"):
+            _log_beside_the_run(config, config.ckpt_path, self.subcommand)
+
+    @override
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        callbacks = trainer_config.get("callbacks") or []
+        callbacks = [*callbacks] if isinstance(callbacks, list) else [callbacks]
+        callbacks.append(RecordData())
+        wants_bar = trainer_config.get("enable_progress_bar") is not False
+        if wants_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(RichProgressBar())
+        return super().instantiate_trainer(callbacks=callbacks, **kwargs)
+
+    def before_fit(self) -> None:
+        """Start the wall clock of the summary line."""
+        self._fit_start = time.perf_counter()
+
+    def after_fit(self) -> None:
+        """Point ``latest`` at this run's folder and print the one-line summary."""
+        trainer = self.trainer
+        if not trainer.is_global_zero:
+            return
+        run = Path(trainer.log_dir) if trainer.log_dir else None
+        versioned = bool(trainer.loggers) and isinstance(trainer.loggers[0], _FOLDER_LOGGERS)
+        if run is not None and versioned and run.is_dir():
+            update_latest(run)
+        print(fit_summary(trainer, time.perf_counter() - self._fit_start, run), flush=True)
+
+
+def fit_summary(trainer: Trainer, seconds: float, run: Path | None) -> str:
+    """One line: best and last validation top-1 (percent), wall time, and where the run and checkpoints are."""
+    metrics = trainer.callback_metrics
+
+    def percent(key: str) -> str:
+        value = metrics.get(key)
+        return "n/a" if value is None else f"{100 * float(value):.2f}%"
+
+    checkpoint = trainer.checkpoint_callback
+    where = f"; run folder {run}" if run is not None else ""
+    if checkpoint is not None and getattr(checkpoint, "dirpath", None):
+        where += f"; checkpoints in {checkpoint.dirpath}"
+    return (
+        f"fit finished: best val top-1 {percent('val/acc1_best')}, last {percent('val/acc1')}, "
+        f"wall time {seconds:.1f} s{where}"
+    )
+
+
+def run_cli(args: list[str] | None) -> KDLightningCLI:
+    """Parse ``args`` (``None``: ``sys.argv``), build the model, data and trainer, and run the subcommand."""
+    return KDLightningCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        parser_kwargs={name: {"description": text} for name, text in SUBCOMMAND_DESCRIPTIONS.items()},
+        args=args,
+    )
+
+
+def _route_optimizer_arguments(config: Namespace) -> None:
+    """Move the top-level ``optimizer`` / ``lr_scheduler`` into the model's own arguments.
+
+    Lightning's CLI would hand them every parameter of the module (the frozen teacher's too) and drop the module's
+    scheduler; routed, they reach the module's ``configure_optimizers``, which passes only the trainable
+    parameters. A scheduler the config gives stays unless ``--lr_scheduler`` replaces it.
+    """
+    model = config.get("model")
+    for key in ("optimizer", "lr_scheduler"):
+        value = config.get(key)
+        if value is None:
+            continue
+        init_args = model.get("init_args") if isinstance(model, Namespace) else None
+        if init_args is None or key not in init_args:
+            raise ValueError(
+                f"--{key} is routed to --model.init_args.{key}, but the model has no `{key}` argument; configure "
+                "the model's own optimizer instead."
+            )
+        init_args[key] = value
+        config[key] = None
+
+
+def _logger_entries(config: Namespace) -> list[tuple[Namespace, type]]:
+    """The trainer's logger configs whose class writes to ``save_dir/name/version`` (CSV, TensorBoard)."""
+    value = config.get("trainer", Namespace()).get("logger")
+    entries = value if isinstance(value, list) else [value]
+    found = []
+    for entry in entries:
+        if not isinstance(entry, Namespace) or not isinstance(entry.get("class_path"), str):
+            continue
+        module_name, _, name = entry.class_path.rpartition(".")
+        cls = getattr(importlib.import_module(module_name), name, None)
+        if isinstance(cls, type) and issubclass(cls, _FOLDER_LOGGERS):
+            found.append((entry, cls))
+    return found
+
+
+def _refuse_used_run_folders(config: Namespace) -> None:
+    """A fit whose logger names a fixed ``version`` must not write into an earlier run's folder."""
+    for entry, _ in _logger_entries(config):
+        init = entry.init_args
+        version = init.get("version")
+        if version is None:
+            continue  # the logger picks the next free version_N
+        folder = (
+            Path(init.save_dir)
+            / (init.get("name") or "")
+            / (version if isinstance(version, str) else f"version_{version}")
+        )
+        if folder.is_dir() and any(folder.iterdir()):
+            raise ValueError(
+                f"The logger's run folder {folder} (version={version!r}) already holds a run; a fit never writes "
+                "over an earlier run's record. Drop `version` (a new version_N folder is made) or choose a new one."
+            )
+
+
+def _log_beside_the_run(config: Namespace, ckpt_path: str, stage: str) -> None:
+    """Point the folder loggers at ``<run>/<stage>_K/`` when the checkpoint lies inside a run folder."""
+    run = find_run_folder(ckpt_path)
+    if run is None:
+        return  # the loggers make their own new version folder
+    sub_folder = next_stage_folder(run, stage)
+    for entry, _ in _logger_entries(config):
+        entry.init_args.save_dir = str(run.parent.parent)
+        entry.init_args.name = run.parent.name
+        entry.init_args.version = f"{run.name}/{sub_folder}"
