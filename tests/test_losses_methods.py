@@ -314,7 +314,7 @@ def _set_theta(loss: CTKD, value: float) -> None:
 
 
 @pytest.mark.parametrize("standardize", [False, True])
-@pytest.mark.parametrize("epoch", [1, 4, 10, 30])
+@pytest.mark.parametrize("epoch", [1, 4, 30])
 @pytest.mark.parametrize(("theta", "batch", "classes"), [(1.0, 16, 100), (-2.0, 8, 10), (3.0, 4, 7)])
 def test_ctkd_value_and_reversed_gradient_match_reference(standardize, epoch, theta, batch, classes):
     s, t, y = _random_case(batch, classes, seed=epoch + batch)
@@ -606,6 +606,7 @@ def test_mlkd_fit_on_single_views_says_how_to_turn_views_on(tmp_path):
 
 # --- on a GPU: no host synchronization in the loss step --------------------------------------------------------
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.filterwarnings("ignore:Synchronization debug mode is a prototype feature")
 @pytest.mark.parametrize("index", [0, 1, 2], ids=["DKD", "MLKD", "CTKD"])
 def test_cuda_forward_backward_without_host_sync_matches_cpu(index):
     s, t, y = _random_case(64, 100, seed=1)
@@ -613,20 +614,28 @@ def test_cuda_forward_backward_without_host_sync_matches_cpu(index):
     cpu_loss, cuda_loss = _losses(True)[index], _losses(True)[index].cuda()
 
     def run(loss, device):
-        xs = [x.float().to(device).requires_grad_(i % 2 == 0) for i, x in enumerate((s, t, s2, t2))]
-        args = ((xs[0], xs[2]), (xs[1], xs[3])) if index == 1 else (xs[0], xs[1])
-        terms = loss(*args, y.to(device), epoch=3)
-        sum(terms.values()).backward()
-        return terms, xs[0].grad
+        # inputs copied to the device first: a host-to-device copy is itself a synchronizing operation
+        xs = [x.float().to(device) for x in (s, t, s2, t2)]
+        targets = y.to(device)
 
-    run(cuda_loss, "cuda")  # first batch: the target-range check syncs once, by design
+        def step():
+            leaves = [x.clone().requires_grad_(i % 2 == 0) for i, x in enumerate(xs)]
+            args = ((leaves[0], leaves[2]), (leaves[1], leaves[3])) if index == 1 else (leaves[0], leaves[1])
+            terms = loss(*args, targets, epoch=3)
+            sum(terms.values()).backward()
+            return terms, leaves[0].grad
+
+        return step
+
+    cuda_step = run(cuda_loss, "cuda")
+    cuda_step()  # first batch: the target-range check syncs once, by design
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        cuda_terms, cuda_grad = run(cuda_loss, "cuda")
+        cuda_terms, cuda_grad = cuda_step()
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    cpu_terms, cpu_grad = run(cpu_loss, "cpu")
+    cpu_terms, cpu_grad = run(cpu_loss, "cpu")()
     for name, value in cpu_terms.items():
         assert cuda_terms[name].item() == pytest.approx(value.item(), rel=1e-4, abs=1e-6), name
     assert torch.allclose(cuda_grad.cpu(), cpu_grad, rtol=1e-3, atol=1e-6)
