@@ -1,8 +1,10 @@
 """The end-to-end demo behind ``make demo``: a teacher, a student baseline, KD and KD + LS on the digits.
 
 Each run goes through the real command line (``python -m lightning_kd fit --config configs/demo/<run>.yaml``)
-on the CPU. Every run's output folder is deleted first, so a rerun starts clean and can never pick up a stale
-checkpoint. The table is read from the runs' logged metrics (``runs/demo/<run>/metrics.csv``).
+on the CPU. Nothing is deleted: every run writes a new run folder ``runs/demo/<run>/version_N/`` and points
+``runs/demo/<run>/latest`` at it, so the students distil from the teacher just trained
+(``runs/demo/teacher/latest/checkpoints/best.ckpt``) and the table is read from the new runs' logged metrics
+(``runs/demo/<run>/latest/metrics.csv``). Earlier demo runs stay beside them (``make clean-runs`` removes all).
 
 Usage::
 
@@ -13,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from lightning_kd.run_folders import latest_run
 
 RUNS = ("teacher", "student", "kd", "kd_ls")
 #: quality the demo must reach (best validation top-1, fractions)
@@ -48,17 +51,24 @@ def markdown_table(results: dict[str, tuple[float, float]]) -> str:
 
 
 def run_demo(root: Path, runs: tuple[str, ...] = RUNS) -> dict[str, tuple[float, float]]:
-    """Run the demo configs in order through the CLI and return each run's ``(best, last)`` top-1."""
+    """Run the demo configs in order through the CLI and return each run's ``(best, last)`` top-1.
+
+    Raises:
+        RuntimeError: if a run did not make a new run folder (the ``latest`` link did not move).
+    """
     results = {}
     for run in runs:
         out_dir = root / "runs" / "demo" / run
-        shutil.rmtree(out_dir, ignore_errors=True)
+        previous = latest_run(out_dir) if (out_dir / "latest").exists() else None
         command = [sys.executable, "-m", "lightning_kd", "fit", "--config", f"configs/demo/{run}.yaml"]
         print(f"==> {' '.join(command[2:])}", flush=True)
         start = time.perf_counter()
         subprocess.run(command, cwd=root, check=True)
         print(f"==> {run} finished in {time.perf_counter() - start:.0f} s", flush=True)
-        results[run] = read_accuracies(out_dir / "metrics.csv")
+        folder = latest_run(out_dir)
+        if folder == previous:
+            raise RuntimeError(f"{run}: the fit finished but {out_dir / 'latest'} still points at {previous}.")
+        results[run] = read_accuracies(folder / "metrics.csv")
     return results
 
 
