@@ -25,6 +25,7 @@ from lightning_kd import DistillationModule
 from lightning_kd.losses import (
     CTKD,
     DKD,
+    KD,
     MLKD,
     DistillationLoss,
     confidence_masks,
@@ -209,6 +210,19 @@ def test_dkd_stays_finite_where_the_reference_takes_log_of_zero():
     assert terms["nckd"].item() == _approx(nckd)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 4.0])
+def test_dkd_terms_recompose_kd(temperature):
+    """DKD's decomposition (Zhao et al., eq. 5), per sample: KD = TCKD + (1 - p^t_target) * NCKD."""
+    s, t, y = _random_case(6, 12, seed=21)
+    p_target = torch.softmax(t / temperature, dim=-1).gather(-1, y[:, None]).squeeze(-1)
+    loss = DKD(alpha=1.0, beta=1.0, temperature=temperature, warmup=1)
+    for b in range(6):
+        row = slice(b, b + 1)
+        terms = loss(s[row], t[row], y[row])
+        recomposed = terms["tckd"] + (1 - p_target[b]) * terms["nckd"]
+        assert recomposed.item() == pytest.approx(kd_divergence(s[row], t[row], temperature).item(), rel=1e-5)
+
+
 def test_non_target_indices_skip_exactly_the_target():
     y = torch.tensor([0, 3, 6, 2])
     idx = non_target_indices(y, 7)
@@ -373,6 +387,19 @@ def test_ctkd_temperature_ascends_the_kd_loss():
         torch.optim.SGD(loss.parameters(), lr=1.0).step()
         after = loss(s, t, y, epoch=3)["kd"]
         assert sign * (after.item() - before.item()) > 0
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+def test_ctkd_is_kd_at_its_current_temperature(standardize):
+    s, t, y = _random_case(8, 20, seed=13)
+    s, t = s.float(), t.float()
+    loss = CTKD(ce_weight=0.3, kd_weight=2.0, standardize=standardize)
+    _set_theta(loss, math.log(0.15 / 0.85))  # sigmoid = 0.15: tau = 1 + 20 * 0.15 = 4
+    assert loss.current_temperature().item() == pytest.approx(4.0, rel=1e-6)
+    ctkd = loss(s, t, y, epoch=7)
+    kd = KD(temperature=4.0, ce_weight=0.3, kd_weight=2.0, standardize=standardize)(s, t, y)
+    for name in ("ce", "kd"):
+        assert ctkd[name].item() == pytest.approx(kd[name].item(), rel=1e-5), name
 
 
 def test_gradient_reversal_scales_the_gradient_only():
