@@ -195,10 +195,10 @@ class _RecordBatches(Callback):
         self.val: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.train.append((batch[0].clone(), batch[1].clone()))
+        self.train.append((batch[0].cpu(), batch[1].cpu()))  # on a GPU the batch arrives there; compare on the CPU
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
-        self.val.append((batch[0].clone(), batch[1].clone()))
+        self.val.append((batch[0].cpu(), batch[1].cpu()))
 
 
 def test_fit_trains_on_device_augmented_batches(dm, tmp_path):
@@ -245,9 +245,10 @@ def test_cuda_augmentation_matches_cpu_without_host_sync():
     offsets, flips = random_crop_flip_params(64)
     expected = augment_uint8_batch(images, offsets, flips, CIFAR100_MEAN, CIFAR100_STD)
     dm = CIFAR100DataModule("unused", device_augment=True)
-    device = torch.device("cuda")
-    gpu_images, gpu_offsets, gpu_flips = images.to(device), offsets.to(device), flips.to(device)
-    mean, std = dm._normalization_on(device)  # created once, before the no-sync region
+    gpu_images, gpu_offsets, gpu_flips = images.cuda(), offsets.cuda(), flips.cuda()
+    # The normalization constants are copied to the device once, at the first batch: do that before the check.
+    dm.device_transform(gpu_images, training=False)
+    mean, std = torch.tensor(CIFAR100_MEAN).cuda(), torch.tensor(CIFAR100_STD).cuda()
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:

@@ -40,7 +40,10 @@ def normalize_uint8_batch(images: Tensor, mean: Tensor | Sequence[float], std: T
         raise TypeError(f"expected a uint8 image batch (raw pixels), got dtype {images.dtype}.")
     mean = torch.as_tensor(mean, dtype=torch.float32, device=images.device)
     std = torch.as_tensor(std, dtype=torch.float32, device=images.device)
-    return images.float().div(255).sub(mean[:, None, None]).div(std[:, None, None])
+    # Divide by a device tensor, not a Python scalar: CUDA turns division by a scalar into a multiplication by its
+    # reciprocal, which can differ from torchvision's true division in the last bit.
+    scale = torch.full((), 255.0, device=images.device)
+    return images.float().div(scale).sub(mean[:, None, None]).div(std[:, None, None])
 
 
 def augment_uint8_batch(
