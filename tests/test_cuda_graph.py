@@ -7,12 +7,18 @@ trajectory, so comparing with an eager loop tests the re-capture logic, not just
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.loggers import CSVLogger
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_kd import DistillationModule
 from lightning_kd.cuda_graph import GraphBackend, WholeStepGraph, is_supported
 from lightning_kd.losses import KD
 from tests.helpers.tiny import TinyNet
@@ -287,3 +293,60 @@ def test_cuda_graph_matches_eager_for_200_steps_across_an_lr_change() -> None:
         assert (graph.captures, graph.eager_steps) == (5, 3 + 5)
     finally:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+
+
+def _fit_on_cuda(tmp_path: Path, name: str, **options) -> tuple[dict[str, list[float]], dict[str, Tensor]]:
+    """3 epochs (201 steps, a partial batch each epoch) of DistillationModule on CUDA; lr x0.1 after epochs 1, 2."""
+    torch.manual_seed(0)
+    student, teacher = TinyNet(NUM_CLASSES), TinyNet(NUM_CLASSES)
+    student.dropout.p = 0.0  # the graph-safe generator need not draw eager's numbers
+    module = DistillationModule(
+        student,
+        teacher,
+        KD(temperature=2.0, ce_weight=0.1, kd_weight=9.0, standardize=True),
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4),
+        lr_scheduler=lambda opt: torch.optim.lr_scheduler.MultiStepLR(opt, [1, 2], 0.1),
+        **options,
+    )
+    g = torch.Generator().manual_seed(3)
+    n = 32 * 66 + 8
+    data = TensorDataset(torch.randn(n, 3, 8, 8, generator=g), torch.randint(0, NUM_CLASSES, (n,), generator=g))
+    logger = CSVLogger(tmp_path, name=name)
+    trainer = Trainer(
+        accelerator="gpu",
+        devices=1,
+        max_epochs=3,
+        limit_val_batches=0,
+        logger=logger,
+        log_every_n_steps=10,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, DataLoader(data, batch_size=32, shuffle=False))
+    assert trainer.global_step == 3 * 67
+    series: dict[str, list[float]] = {}
+    with open(Path(logger.log_dir) / "metrics.csv") as file:
+        for row in csv.DictReader(file):
+            for key, value in row.items():
+                if key.startswith("train/") and value:
+                    series.setdefault(key, []).append(float(value))
+    return series, {k: v.detach().cpu() for k, v in module.student.state_dict().items()}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device for a real CUDA graph")
+def test_module_cuda_graph_keeps_the_eager_trajectory(tmp_path: Path) -> None:
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        eager, eager_weights = _fit_on_cuda(tmp_path, "eager")
+        graphed, graphed_weights = _fit_on_cuda(tmp_path, "graphed", cuda_graph=True)
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+    # the same logged names (step windows every 10 steps, epoch means, accuracy) with the same values
+    assert graphed.keys() == eager.keys()
+    assert {"train/loss_step", "train/loss_epoch", "train/kd_epoch", "train/acc1"} <= eager.keys()
+    for key, values in eager.items():
+        torch.testing.assert_close(torch.tensor(graphed[key]), torch.tensor(values), rtol=1e-4, atol=1e-5, msg=key)
+    for name, value in eager_weights.items():  # BatchNorm statistics included
+        torch.testing.assert_close(graphed_weights[name], value, rtol=1e-4, atol=1e-5, msg=name)
