@@ -10,10 +10,12 @@ under ``no_grad``, a student forward, the logit-standardized KD loss
 
 They run interleaved in one process (several rounds, the order rotated each round) and the medians over rounds
 are reported: ms per step of each, ``C - B`` (what this package adds over Lightning; issue 7's target is at most
-0.5 ms) and ``B - A`` (what Lightning adds over a plain loop), each also as a ratio. A step is timed from one
-batch's start to the next one's (data fetching, hooks and logging included), after ``--warmup`` steps.
+0.5 ms) and ``B - A`` (what Lightning adds over a plain loop), as medians of the per-round differences and as
+ratios. A step is timed from one batch's start to the next one's (data fetching, hooks and logging included),
+after ``--warmup`` steps, in wall time and in this process's CPU time (robust to other load on a shared
+machine; on a quiet one the two agree).
 
-    python benchmarks/overhead.py                      # defaults: 5 rounds of 300 steps, batch 64, 1 thread
+    python benchmarks/overhead.py                      # defaults: 7 rounds of 300 steps, batch 64, 1 thread
     python benchmarks/overhead.py --rounds 7 --steps 500
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import tempfile
 import time
@@ -78,43 +81,57 @@ class _BareModule(LightningModule):
         return _sgd(self.student.parameters())
 
 
-class _StepClock(Callback):
-    """Wall time from the start of batch ``warmup`` to the start of the last batch."""
+class _Clock:
+    """Wall and process-CPU time between two marks, per step.
+
+    The CPU time of this process hardly moves when other processes load the machine (wall time does), and with
+    one thread and an in-process loader it is the whole cost of a step: on a quiet machine the two agree.
+    """
 
     def __init__(self, warmup: int, last: int) -> None:
         self.warmup, self.last = warmup, last
-        self.start = self.end = 0.0
+        self.marks: dict[str, tuple[float, float]] = {}
+
+    def tick(self, index: int) -> None:
+        if index in (self.warmup, self.last):
+            self.marks["start" if index == self.warmup else "end"] = (time.perf_counter(), time.process_time())
+
+    def ms_per_step(self) -> tuple[float, float]:
+        (wall0, cpu0), (wall1, cpu1) = self.marks["start"], self.marks["end"]
+        steps = self.last - self.warmup
+        return (wall1 - wall0) * 1e3 / steps, (cpu1 - cpu0) * 1e3 / steps
+
+
+class _StepClock(Callback):
+    """Ticks a :class:`_Clock` at the start of every training batch."""
+
+    def __init__(self, clock: _Clock) -> None:
+        self.clock = clock
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if batch_idx == self.warmup:
-            self.start = time.perf_counter()
-        elif batch_idx == self.last:
-            self.end = time.perf_counter()
+        self.clock.tick(batch_idx)
 
 
-def plain_loop(steps: int, warmup: int, batch_size: int, tmp: str) -> float:
-    """(A) ms per step of a plain PyTorch loop."""
+def plain_loop(steps: int, warmup: int, batch_size: int, tmp: str) -> tuple[float, float]:
+    """(A) ms per step (wall, CPU) of a plain PyTorch loop."""
     torch.manual_seed(0)
     student, teacher, loss = _net(), _net(), _loss()
     teacher.requires_grad_(False).eval()
     optimizer = _sgd(student.parameters())
-    start = end = 0.0
+    clock = _Clock(warmup, steps - 1)
     for i, (inputs, targets) in enumerate(_loader(steps, batch_size)):
-        if i == warmup:
-            start = time.perf_counter()
-        elif i == steps - 1:
-            end = time.perf_counter()
+        clock.tick(i)
         with torch.no_grad():
             teacher_logits = teacher(inputs)
         terms = loss(student(inputs), teacher_logits, targets)
         optimizer.zero_grad()
         (terms["ce"] + terms["kd"]).backward()
         optimizer.step()
-    return (end - start) * 1e3 / (steps - 1 - warmup)
+    return clock.ms_per_step()
 
 
-def _fit(module: LightningModule, steps: int, warmup: int, batch_size: int, tmp: str) -> float:
-    clock = _StepClock(warmup, steps - 1)
+def _fit(module: LightningModule, steps: int, warmup: int, batch_size: int, tmp: str) -> tuple[float, float]:
+    clock = _Clock(warmup, steps - 1)
     trainer = Trainer(
         accelerator="cpu",
         devices=1,
@@ -125,38 +142,38 @@ def _fit(module: LightningModule, steps: int, warmup: int, batch_size: int, tmp:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[clock],
+        callbacks=[_StepClock(clock)],
     )
     trainer.fit(module, _loader(steps, batch_size))
-    return (clock.end - clock.start) * 1e3 / (steps - 1 - warmup)
+    return clock.ms_per_step()
 
 
-def bare_module(steps: int, warmup: int, batch_size: int, tmp: str) -> float:
-    """(B) ms per step of a bare LightningModule under ``Trainer.fit``."""
+def bare_module(steps: int, warmup: int, batch_size: int, tmp: str) -> tuple[float, float]:
+    """(B) ms per step (wall, CPU) of a bare LightningModule under ``Trainer.fit``."""
     torch.manual_seed(0)
     return _fit(_BareModule(), steps, warmup, batch_size, tmp)
 
 
-def distillation_module(steps: int, warmup: int, batch_size: int, tmp: str) -> float:
-    """(C) ms per step of ``DistillationModule`` under the same ``Trainer``."""
+def distillation_module(steps: int, warmup: int, batch_size: int, tmp: str) -> tuple[float, float]:
+    """(C) ms per step (wall, CPU) of ``DistillationModule`` under the same ``Trainer``."""
     torch.manual_seed(0)
     module = DistillationModule(_net(), _net(), _loss(), optimizer=_sgd, lr_scheduler=None)
     return _fit(module, steps, warmup, batch_size, tmp)
 
 
-VARIANTS: dict[str, Callable[[int, int, int, str], float]] = {
+VARIANTS: dict[str, Callable[[int, int, int, str], tuple[float, float]]] = {
     "A plain loop": plain_loop,
     "B bare LightningModule": bare_module,
     "C DistillationModule": distillation_module,
 }
 
 
-def run(rounds: int, steps: int, warmup: int, batch_size: int) -> dict[str, list[float]]:
-    """ms per step of every variant in every round; the order rotates each round so no variant always goes first."""
+def run(rounds: int, steps: int, warmup: int, batch_size: int) -> dict[str, list[tuple[float, float]]]:
+    """(wall, CPU) ms per step of every variant in every round; the order rotates so none always goes first."""
     if steps - 1 - warmup < 1:
         raise ValueError(f"steps={steps} must exceed warmup + 1 = {warmup + 1}: raise --steps or lower --warmup.")
     names = list(VARIANTS)
-    times: dict[str, list[float]] = {name: [] for name in names}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
             for name in names[r % len(names) :] + names[: r % len(names)]:
@@ -164,9 +181,21 @@ def run(rounds: int, steps: int, warmup: int, batch_size: int) -> dict[str, list
     return times
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def summarize(times: dict[str, list[tuple[float, float]]]) -> dict[str, dict[str, float]]:
+    """Medians per variant, and medians of the per-round differences (each round runs B and C back to back)."""
+    a, b, c = (times[name] for name in VARIANTS)
+    summary: dict[str, dict[str, float]] = {}
+    for k, metric in enumerate(("wall", "cpu")):
+        med = {key: statistics.median(t[k] for t in series) for key, series in zip("ABC", (a, b, c), strict=True)}
+        med["C-B"] = statistics.median(tc[k] - tb[k] for tb, tc in zip(b, c, strict=True))
+        med["B-A"] = statistics.median(tb[k] - ta[k] for ta, tb in zip(a, b, strict=True))
+        summary[metric] = med
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=300, help="training steps per run (one epoch)")
     parser.add_argument("--warmup", type=int, default=30, help="untimed steps at the start of each run")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -176,23 +205,25 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     warnings.filterwarnings("ignore", message=".*(does not have many workers|num_workers).*")
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no "GPU available" banner per run
 
+    load = os.getloadavg()[0]
     times = run(args.rounds, args.steps, args.warmup, args.batch_size)
-    med = {name: statistics.median(values) for name, values in times.items()}
-    a, b, c = (med[name] for name in VARIANTS)
+    summary = summarize(times)
     print(
-        f"# CPU, torch {torch.__version__}, {args.threads} thread(s), batch {args.batch_size}, "
-        f"{args.rounds} rounds x {args.steps - 1 - args.warmup} timed steps; medians over rounds"
+        f"# CPU ({os.cpu_count()} cores, load {load:.1f} at start), torch {torch.__version__}, {args.threads} "
+        f"thread(s), batch {args.batch_size}, {args.rounds} rounds x {args.steps - 1 - args.warmup} timed steps"
     )
-    print("| loop | ms/step (median) | all rounds |")
-    print("|---|---|---|")
-    for name, values in times.items():
-        print(f"| {name} | {med[name]:.3f} | {', '.join(f'{v:.2f}' for v in values)} |")
-    print(
-        f"C - B (DistillationModule over a bare LightningModule): {c - b:+.3f} ms/step, C/B = {c / b:.2f}x "
-        f"(target <= 0.5 ms)"
-    )
-    print(f"B - A (bare LightningModule over a plain loop):        {b - a:+.3f} ms/step, B/A = {b / a:.2f}x")
-    return {"A": a, "B": b, "C": c, "C-B": c - b, "B-A": b - a}
+    print("| loop | wall ms/step (median) | CPU ms/step (median) | wall, every round |")
+    print("|---|---|---|---|")
+    for (name, series), key in zip(times.items(), "ABC", strict=True):
+        rounds = ", ".join(f"{t[0]:.2f}" for t in series)
+        print(f"| {name} | {summary['wall'][key]:.3f} | {summary['cpu'][key]:.3f} | {rounds} |")
+    for metric in ("wall", "cpu"):
+        m = summary[metric]
+        print(
+            f"{metric:4s}: C - B = {m['C-B']:+.3f} ms/step (C/B {m['C'] / m['B']:.2f}x; target <= 0.5 ms), "
+            f"B - A = {m['B-A']:+.3f} ms/step (B/A {m['B'] / m['A']:.2f}x)"
+        )
+    return summary
 
 
 if __name__ == "__main__":
