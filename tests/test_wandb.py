@@ -188,9 +188,9 @@ def test_cli_preset_plus_wandb_yaml_logs_to_csv_and_wandb(offline_wandb, monkeyp
     assert run.config["student"] == "resnet8"
     assert run.config["teacher"] == "resnet20"
     assert run.config["num_classes"] == 10
-    assert run.config["optimizer.class_path"] == "torch.optim.SGD"
+    assert run.config["optimizer.class_path"].endswith(".SGD")
     assert run.config["optimizer.lr"] == 0.05
-    assert run.config["lr_scheduler.class_path"] == "torch.optim.lr_scheduler.CosineAnnealingLR"
+    assert run.config["lr_scheduler.class_path"].endswith(".CosineAnnealingLR")
     assert run.history_keys >= LOSS_TERMS | METRICS
     # `logger+` appended W&B: the preset's CSV logger is still first and wrote its run folder
     (config_yaml,) = (offline_wandb / "runs" / "demo" / "kd_ls").rglob("config.yaml")
