@@ -148,4 +148,5 @@ class UInt8ImageDataset(Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
         index = torch.as_tensor(indices, dtype=torch.long)
-        return self.images[index], self.targets[index]
+        # index_select copies whole rows; advanced indexing (images[index]) copies byte by byte, ~100x slower on a CPU.
+        return self.images.index_select(0, index), self.targets.index_select(0, index)
