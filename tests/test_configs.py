@@ -1,4 +1,6 @@
-"""Every shipped config parses, is complete, and instantiates (data pointed at fake on-disk data)."""
+"""Shipped configs: every full config follows the run-folder convention; the demo, teacher, student and experiment
+configs parse, are complete and instantiate (data pointed at fake on-disk data). The method presets
+(configs/cifar100/<method>/, configs/imagenet/) are instantiated by tests/test_presets.py."""
 
 from __future__ import annotations
 
@@ -16,8 +18,15 @@ from lightning_kd.models import create_model, list_models
 from tests.helpers.fake_data import write_fake_cifar100
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+OWN_FOLDERS = ("demo", "cifar100/teachers", "cifar100/students", "cifar100/experiments")
+CONFIGS = sorted(p for folder in OWN_FOLDERS for p in (REPO / "configs" / folder).glob("*.yaml"))
 CONFIG_IDS = [str(p.relative_to(REPO / "configs")) for p in CONFIGS]
+# every complete config (fragments meant as a second --config, such as configs/loggers/wandb.yaml, name no model class)
+FULL_CONFIGS = [
+    p
+    for p in sorted((REPO / "configs").rglob("*.yaml"))
+    if "class_path" in ((yaml.safe_load(p.read_text()) or {}).get("model") or {})
+]
 TEACHER_PRESETS = ["resnet56", "resnet110", "resnet32x4", "wrn_40_2", "vgg13", "ResNet50"]
 LOW_LR_STUDENTS = {"MobileNetV2", "ShuffleV1", "ShuffleV2"}
 
@@ -59,6 +68,27 @@ def _instantiate(path: Path, args: list[str]) -> KDLightningCLI:
 def test_configs_are_found():
     assert len(CONFIGS) >= 4 + 6 + 10
     assert {f"cifar100/teachers/{m}.yaml" for m in TEACHER_PRESETS} <= set(CONFIG_IDS)
+
+
+def test_every_full_config_follows_the_run_folder_convention():
+    """runs/<group>/<name>/version_N/ for every run: a CSVLogger without `version`, checkpoints without `dirpath`."""
+    assert len(FULL_CONFIGS) >= len(CONFIGS)
+    problems = []
+    for path in FULL_CONFIGS:
+        trainer = yaml.safe_load(path.read_text())["trainer"]
+        logger = trainer.get("logger") or {}
+        init = logger.get("init_args", {})
+        name = path.relative_to(REPO / "configs")
+        if logger.get("class_path") != "lightning.pytorch.loggers.CSVLogger":
+            problems.append(f"{name}: logger {logger.get('class_path')!r} (the CSVLogger keeps the run folder)")
+        if "version" in init:
+            problems.append(f"{name}: pins the logger version {init['version']!r} (each run needs its own folder)")
+        if trainer.get("default_root_dir") != f"{init.get('save_dir')}/{init.get('name')}":
+            problems.append(f"{name}: default_root_dir is not <save_dir>/<name>")
+        for callback in trainer.get("callbacks") or []:
+            if callback["class_path"].endswith("ModelCheckpoint") and "dirpath" in callback.get("init_args", {}):
+                problems.append(f"{name}: ModelCheckpoint dirpath (leave it unset: <run folder>/checkpoints)")
+    assert not problems, "\n".join(problems)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=CONFIG_IDS)
