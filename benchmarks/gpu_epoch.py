@@ -10,7 +10,9 @@ KD + logit standardization (T 2, CE 0.1, KD 9), SGD (lr 0.05, momentum 0.9, wd 5
    CSV logger (the default config);
 3. ``fast``: the settings of ``configs/cifar100/fast.yaml``: ``device_augment=True`` (uint8 batches augmented
    on the GPU, ``num_workers=0``), ``bf16-mixed``, ``cuda_graph=True``; ``fast_channels_last`` adds
-   ``channels_last=True``; ``fast_eager`` is ``fast`` without the CUDA graph (to see what the graph adds).
+   ``channels_last=True``; ``fast_eager`` is ``fast`` without the CUDA graph (to see what the graph adds);
+4. ``bare_graph``: the ceiling, :class:`~lightning_kd.cuda_graph.WholeStepGraph` alone on random device
+   batches (bf16, no Lightning, no loader), with the time one (re-)capture takes (``capture_s``).
 
 Each measurement runs ``--warmup`` steps (worker start-up, cuDNN autotuning, graph capture), then times
 ``--steps`` steps with the device synchronised at both ends. Only training steps are timed (no validation,
@@ -49,6 +51,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing the pack
     sys.path.insert(0, str(ROOT))
 
 from lightning_kd import DistillationModule  # noqa: E402
+from lightning_kd.cuda_graph import WholeStepGraph, is_supported  # noqa: E402
 from lightning_kd.data import CIFAR100DataModule  # noqa: E402
 from lightning_kd.losses import KD  # noqa: E402
 from lightning_kd.models import create_model  # noqa: E402
@@ -125,6 +128,54 @@ def reference_loop(args: argparse.Namespace, device: torch.device) -> float:
     raise AssertionError("unreachable: the loader repeats forever")
 
 
+def bare_graph(args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    """The ceiling: :class:`WholeStepGraph` alone (no Lightning, no loader), bf16, on random device batches.
+
+    Also reports what one capture costs (it happens at each epoch start and LR change under ``cuda_graph``).
+    """
+    if not is_supported(device):
+        raise NotImplementedError("needs a CUDA device")
+    student, teacher = _networks(args)
+    student.to(device).train()
+    teacher.to(device).eval().requires_grad_(False)
+    loss, optimizer = _loss(), _sgd(student.parameters())
+
+    def step_fn(inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            with torch.no_grad():
+                teacher_logits = teacher(inputs)
+            logits = student(inputs)
+        terms = loss(logits, teacher_logits, targets)
+        return {"loss": terms["ce"] + terms["kd"], **terms}
+
+    graph = WholeStepGraph(step_fn, optimizer)
+    # a pool of random batches, so replays do not read one cached input
+    pool = [
+        (
+            torch.randn(args.batch_size, 3, 32, 32, device=device),
+            torch.randint(0, 100, (args.batch_size,), device=device),
+        )
+        for _ in range(8)
+    ]
+    for step in range(args.warmup):
+        graph.run(*pool[step % len(pool)])
+    captures = []
+    for _ in range(3):  # what a re-capture costs (each epoch start)
+        graph.invalidate()
+        before = graph.capture_seconds
+        graph.run(*pool[0])
+        captures.append(graph.capture_seconds - before)
+    _sync(device)
+    start = time.perf_counter()
+    for step in range(args.steps):
+        graph.run(*pool[step % len(pool)])
+    _sync(device)
+    return {
+        "img_per_s": args.steps * args.batch_size / (time.perf_counter() - start),
+        "capture_s": sorted(captures)[1],
+    }
+
+
 def _forever(loader: DataLoader):
     while True:
         yield from loader
@@ -169,8 +220,8 @@ def _missing_options(cls: type, names: list[str]) -> list[str]:
     return [f"{cls.__name__}.{name}" for name in names if name not in params]
 
 
-def variants(args: argparse.Namespace, device: torch.device, tmp: str) -> dict[str, Callable[[], float]]:
-    """The measurements, in order; each returns images per second."""
+def variants(args: argparse.Namespace, device: torch.device, tmp: str) -> dict[str, Callable[[], Any]]:
+    """The measurements, in order; each returns images per second (or a dict with ``img_per_s``)."""
 
     def fit(precision: str, data_options: dict[str, Any], module_options: dict[str, Any]) -> Callable[[], float]:
         def measure() -> float:
@@ -191,6 +242,7 @@ def variants(args: argparse.Namespace, device: torch.device, tmp: str) -> dict[s
         "fast": fit("bf16-mixed", fast_data, {"cuda_graph": True}),
         "fast_channels_last": fit("bf16-mixed", fast_data, {"cuda_graph": True, "channels_last": True}),
         "fast_eager": fit("bf16-mixed", fast_data, {}),
+        "bare_graph": lambda: bare_graph(args, device),
     }
 
 
@@ -239,7 +291,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 continue
             t0 = time.perf_counter()
             try:
-                results[name] = {"img_per_s": measure()}
+                value = measure()
+                results[name] = value if isinstance(value, dict) else {"img_per_s": value}
             except NotImplementedError as err:
                 results[name] = {"skipped": str(err)}
             results[name]["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -271,6 +324,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"| {name} | {row['img_per_s']:,.0f} | {ratio} | {row['minutes_240_epochs']:.1f} |")
         else:
             print(f"| {name} | skipped: {row['skipped']} | | |")
+    capture = results.get("bare_graph", {}).get("capture_s")
+    if capture is not None:
+        print(
+            f"one (re-)capture of the whole step: {capture:.3f} s; once per epoch for 240 epochs: "
+            f"{capture * EPOCHS / 60:.1f} min"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return report

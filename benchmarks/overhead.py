@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: least noise)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", message=".*(does not have many workers|num_workers).*")
+    warnings.filterwarnings("ignore", message=r".*(does not have many workers|num_workers|no `val_dataloader`).*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no "GPU available" banner per run
 
     load = os.getloadavg()[0]
