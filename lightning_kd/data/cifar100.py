@@ -57,8 +57,9 @@ class CIFAR100DataModule(BaseDataModule):
             augment_uint8_batch`): zero padding 4, a uniform random 32x32 crop, a flip with probability 1/2,
             then ``/255`` and the reference normalization. Evaluation batches are only normalized. Use it on a
             GPU, where per-image PIL work is the bottleneck; ``num_workers=0`` suffices then (a batch costs one
-            memory copy). Batches read from the dataloaders directly are raw uint8 until the hook runs.
-            Cannot be combined with ``two_views`` (RandAugment is a PIL pipeline).
+            memory copy). Batches read from the dataloaders directly are raw uint8 until the hook runs. The
+            dataset stays map-style, so under DDP Lightning's ``DistributedSampler`` gives each rank its own
+            shard. Cannot be combined with ``two_views`` (RandAugment is a PIL pipeline).
     """
 
     def __init__(
@@ -127,8 +128,10 @@ class CIFAR100DataModule(BaseDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """With ``device_augment=True``, augment (training) or only normalize (evaluation) the uint8 batch.
 
-        Lightning calls this on the batch once it is on the model's device. Whether the batch is a training
-        batch is read from ``self.trainer.training``; without a trainer the batch is only normalized.
+        Lightning calls this on the batch once it is on the model's device (this data module's hook replaces a
+        LightningModule's ``on_after_batch_transfer``, with a warning from Lightning, when both define one).
+        Whether the batch is a training batch is read from ``self.trainer.training`` (false during validation
+        inside ``fit``); without a trainer the batch is only normalized.
         """
         if not self.device_augment:
             return batch
