@@ -100,7 +100,8 @@ class CUDAGraphBackend(GraphBackend):
         torch.clear_autocast_cache()
         torch.set_autocast_cache_enabled(False)
         try:
-            with torch.cuda.graph(self._graph):
+            # thread_local: other threads (a DataLoader's pin-memory thread) may call CUDA during the capture
+            with torch.cuda.graph(self._graph, capture_error_mode="thread_local"):
                 fn()
         finally:
             torch.set_autocast_cache_enabled(cache_enabled)
