@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CIFAR_METHODS", "CIFAR_PAIRS", "PAPER_TOP1", "TEACHER_STUDENT_TOP1", "PaperResult"]
+__all__ = ["CIFAR_METHODS", "CIFAR_PAIRS", "CIFAR_TEACHER_STUDENT", "PAPER_TOP1", "TEACHER_STUDENT_TOP1", "PaperResult"]
 
 
 @dataclass(frozen=True)
@@ -30,23 +30,25 @@ class PaperResult:
     verified: bool = True
 
 
-# The 14 teacher -> student pairs of the CIFAR-100 tables, in table order (7 same-, 7 different-architecture).
-CIFAR_PAIRS: tuple[str, ...] = (
-    "resnet32x4_resnet8x4",
-    "vgg13_vgg8",
-    "wrn_40_2_wrn_40_1",
-    "wrn_40_2_wrn_16_2",
-    "resnet56_resnet20",
-    "resnet110_resnet32",
-    "resnet110_resnet20",
-    "resnet32x4_ShuffleV2",
-    "resnet32x4_wrn_16_2",
-    "resnet32x4_wrn_40_2",
-    "wrn_40_2_resnet8x4",
-    "wrn_40_2_MobileNetV2",
-    "vgg13_MobileNetV2",
-    "ResNet50_MobileNetV2",
+# The 14 teacher -> student pairs of the CIFAR tables, in table order (7 same-, 7 different-architecture).
+CIFAR_TEACHER_STUDENT: tuple[tuple[str, str], ...] = (
+    ("resnet32x4", "resnet8x4"),
+    ("vgg13", "vgg8"),
+    ("wrn_40_2", "wrn_40_1"),
+    ("wrn_40_2", "wrn_16_2"),
+    ("resnet56", "resnet20"),
+    ("resnet110", "resnet32"),
+    ("resnet110", "resnet20"),
+    ("resnet32x4", "ShuffleV2"),
+    ("resnet32x4", "wrn_16_2"),
+    ("resnet32x4", "wrn_40_2"),
+    ("wrn_40_2", "resnet8x4"),
+    ("wrn_40_2", "MobileNetV2"),
+    ("vgg13", "MobileNetV2"),
+    ("ResNet50", "MobileNetV2"),
 )
+# Preset file names: ``<teacher>_<student>``.
+CIFAR_PAIRS: tuple[str, ...] = tuple(f"{teacher}_{student}" for teacher, student in CIFAR_TEACHER_STUDENT)
 CIFAR_METHODS: tuple[str, ...] = ("kd", "kd_ls", "ctkd", "ctkd_ls", "dkd", "dkd_ls", "mlkd", "mlkd_ls")
 
 # One row per pair, columns in CIFAR_METHODS order: KD, KD+Ours, CTKD, CTKD+Ours, DKD, DKD+Ours, MLKD, MLKD+Ours.
