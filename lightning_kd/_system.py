@@ -11,13 +11,16 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
+from lightning_kd._graphed import ReplayingOptimizer
 from lightning_kd._record import init_kwargs_from_record, is_primitive, subclass_init_args
 from lightning_kd._train_stats import TrainStepStats
+from lightning_kd.cuda_graph import WholeStepGraph, is_supported
 from lightning_kd.models import create_model
 from lightning_kd.models.checkpoint import load_weights
 from lightning_kd.models.external import TIMM_PREFIX, TORCHVISION_PREFIX
@@ -93,19 +96,35 @@ class ClassifierSystem(LightningModule):
     :attr:`network` (the model being trained and evaluated), :meth:`trainable_parameters` and
     :meth:`training_terms`.
 
+    With ``cuda_graph=True`` on a CUDA device each training step is one replay of a captured CUDA graph (teacher
+    forward, student forward and backward, loss, optimizer update; see :mod:`lightning_kd.cuda_graph`), re-captured
+    at every epoch start and whenever the learning rate changes; elsewhere the step runs eagerly, with a notice.
+    ``channels_last=True`` keeps networks and 4-D inputs in NHWC memory format.
+
     Training logs, every ``trainer.log_every_n_steps`` steps, the mean of the window's steps as
     ``train/loss_step`` and ``train/<term>_step``, and at each epoch end the exact epoch means
     ``train/loss_epoch``, ``train/<term>_epoch`` and ``train/acc1`` (summed over processes). A non-finite term
     stops training with a :class:`FloatingPointError` that names the epoch and the span of steps.
     """
 
-    def __init__(self, num_classes: int, optimizer: OptimizerCallable, lr_scheduler: LRSchedulerCallable | None):
+    def __init__(
+        self,
+        num_classes: int,
+        optimizer: OptimizerCallable,
+        lr_scheduler: LRSchedulerCallable | None,
+        cuda_graph: bool = False,
+        channels_last: bool = False,
+    ):
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}.")
         self.num_classes = num_classes
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
+        self.cuda_graph = bool(cuda_graph)
+        self.channels_last = bool(channels_last)
+        self._graph: WholeStepGraph | None = None
+        self._graph_active = False
         self.train_stats = TrainStepStats()
         self.val_acc1 = _accuracy(num_classes, 1)
         self.val_acc5 = _accuracy(num_classes, 5)
@@ -199,6 +218,10 @@ class ClassifierSystem(LightningModule):
         """Logits of the trained network (inference only)."""
         return self.network(x)
 
+    def networks(self) -> list[nn.Module]:
+        """Every network of the module (for memory-format conversion)."""
+        return [self.network]
+
     @override
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -208,6 +231,32 @@ class ClassifierSystem(LightningModule):
                 f"The data module has num_classes={data_classes} but the model was built with "
                 f"num_classes={self.num_classes}: build the models for {data_classes} classes."
             )
+        if self.channels_last:
+            for net in self.networks():
+                net.to(memory_format=torch.channels_last)
+        if stage == "fit" and self.cuda_graph:
+            self._setup_cuda_graph()
+
+    def _setup_cuda_graph(self) -> None:
+        device = self.trainer.strategy.root_device
+        if not is_supported(device):
+            rank_zero_info(f"cuda_graph=True has no effect on {device}: the training step runs eagerly (CUDA only).")
+            return
+        if self.trainer.accumulate_grad_batches != 1 or self.trainer.gradient_clip_val:
+            raise ValueError(
+                "cuda_graph=True captures one optimizer update per batch: it does not combine with "
+                f"accumulate_grad_batches={self.trainer.accumulate_grad_batches} or "
+                f"gradient_clip_val={self.trainer.gradient_clip_val}. Turn cuda_graph off or drop those settings."
+            )
+        self._graph_active = True
+        # the graph holds the optimizer's update; Lightning counts it through ReplayingOptimizer.step
+        self.automatic_optimization = False
+
+    def _format_inputs(self, inputs: Any) -> Any:
+        if not self.channels_last:
+            return inputs
+        convert = lambda x: x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x  # noqa: E731
+        return type(inputs)(convert(x) for x in inputs) if isinstance(inputs, (tuple, list)) else convert(inputs)
 
     @override
     def on_train_start(self) -> None:
@@ -220,21 +269,52 @@ class ClassifierSystem(LightningModule):
         # frozen BatchNorm statistics.
         self.network.train()
         self.train_stats.reset(self.global_step)
+        if self._graph is not None:
+            self._graph.invalidate()  # epoch-dependent values of the loss (warm-ups, schedules) are baked in
 
     @override
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         inputs, targets = batch
+        inputs = self._format_inputs(inputs)
+        if self._graph_active:
+            return self._graphed_training_step(inputs, targets, batch_idx)
         logits, terms = self.training_terms(inputs, targets)
         loss = sum_terms(terms)
         self._record_train_step(loss, logits, targets, terms, batch_idx)
         return loss
 
+    def _graph_step_fn(self, inputs: Any, targets: Tensor) -> dict[str, Tensor]:
+        logits, terms = self.training_terms(inputs, targets)
+        correct = (logits.detach().argmax(dim=-1) == targets).sum()
+        return {"loss": sum_terms(terms), "correct": correct, **{f"term/{k}": v for k, v in terms.items()}}
+
+    def _graphed_training_step(self, inputs: Any, targets: Tensor, batch_idx: int) -> Tensor:
+        optimizer = self.optimizers()
+        if self._graph is None:
+            scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+            replaying = optimizer.optimizer  # LightningOptimizer -> ReplayingOptimizer -> the real one, graphed
+            real = replaying.optimizer if isinstance(replaying, ReplayingOptimizer) else replaying
+            self._graph = WholeStepGraph(self._graph_step_fn, real, scaler, channels_last=self.channels_last)
+        out: dict[str, Tensor] = {}
+        optimizer.step(closure=lambda: out.update(self._graph.run(inputs, targets)))
+        terms = {k.removeprefix("term/"): v for k, v in out.items() if k.startswith("term/")}
+        self._record_train_step(out["loss"], None, targets, terms, batch_idx, correct=out["correct"])
+        return out["loss"]
+
     def _record_train_step(
-        self, loss: Tensor, logits: Tensor, targets: Tensor, terms: dict[str, Tensor], batch_idx: int
+        self,
+        loss: Tensor,
+        logits: Tensor | None,
+        targets: Tensor,
+        terms: dict[str, Tensor],
+        batch_idx: int,
+        correct: Tensor | None = None,
     ) -> None:
         """Add the step to the device sums; at a window's close, hand its means to the logger (no sync otherwise)."""
-        step = self.global_step  # optimizer steps before this one (Lightning logs at (step + 1) % n == 0)
-        correct = (logits.detach().argmax(dim=-1) == targets).sum()
+        # optimizer steps before this one (Lightning logs at (step + 1) % n == 0); a graphed step has counted itself
+        step = self.global_step - int(self._graph_active)
+        if correct is None:
+            correct = (logits.detach().argmax(dim=-1) == targets).sum()
         self.train_stats.add(loss, terms, correct, batch_size=targets.shape[0])
         every = self.trainer.log_every_n_steps
         log_step = every > 0 and (step + 1) % every == 0
@@ -254,6 +334,10 @@ class ClassifierSystem(LightningModule):
 
     @override
     def on_train_epoch_end(self) -> None:
+        if self._graph_active:  # manual optimization: epoch-interval schedulers are stepped here
+            schedulers = self.lr_schedulers()
+            for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
+                scheduler.step()
         if self.train_stats.empty:
             return
         sums = self.trainer.strategy.reduce(self.train_stats.epoch_sums(), reduce_op="sum")
@@ -266,6 +350,7 @@ class ClassifierSystem(LightningModule):
 
     def _evaluate(self, batch: Batch, stage: str, acc1: MulticlassAccuracy, acc5: MulticlassAccuracy) -> Tensor:
         inputs, targets = batch
+        inputs = self._format_inputs(inputs)
         logits = first_view(apply_views(self.network, inputs))
         acc1.update(logits, targets)
         acc5.update(logits, targets)
@@ -301,6 +386,8 @@ class ClassifierSystem(LightningModule):
     @override
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(list(self.trainable_parameters()))
+        if self._graph_active:
+            optimizer = ReplayingOptimizer(optimizer)
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)

@@ -92,6 +92,10 @@ class DistillationModule(ClassifierSystem):
             absolute path.
         student_weights: optional initial weights of the student, same formats.
         save_teacher: keep the teacher's weights in saved checkpoints (off: checkpoints hold the student only).
+        cuda_graph: on a CUDA device, run each training step as one replay of a captured CUDA graph (teacher and
+            student forward, backward, loss, optimizer update); eager elsewhere, with a notice. Not with fp16
+            mixed precision (use bf16-mixed), gradient accumulation or gradient clipping.
+        channels_last: keep both networks and 4-D inputs in NHWC memory format (faster convolutions on GPUs).
 
     Example::
 
@@ -117,6 +121,8 @@ class DistillationModule(ClassifierSystem):
         teacher_weights: str | None = None,
         student_weights: str | None = None,
         save_teacher: bool = False,
+        cuda_graph: bool = False,
+        channels_last: bool = False,
     ) -> None:
         if not isinstance(loss, DistillationLoss):
             raise TypeError(f"loss must be a DistillationLoss (e.g. lightning_kd.losses.KD), got {type(loss).__name__}")
@@ -126,7 +132,7 @@ class DistillationModule(ClassifierSystem):
                 "num_classes is required when neither network tells it (both given by name, or modules without a "
                 "`num_classes` attribute or final nn.Linear): pass num_classes=..."
             )
-        super().__init__(resolved, optimizer, lr_scheduler)
+        super().__init__(resolved, optimizer, lr_scheduler, cuda_graph, channels_last)
         teacher_weights = absolute_weights_path(teacher_weights)
         student_weights = absolute_weights_path(student_weights)
         self.student = build_network(student, resolved, student_weights, "student")
@@ -163,6 +169,8 @@ class DistillationModule(ClassifierSystem):
                 "teacher_weights": teacher_weights,
                 "student_weights": student_weights,
                 "save_teacher": save_teacher,
+                "cuda_graph": self.cuda_graph,
+                "channels_last": self.channels_last,
                 **{f"loss.{k}": v for k, v in loss.hparams_dict().items()},
                 **describe_factory("optimizer", optimizer),
                 **describe_factory("lr_scheduler", lr_scheduler),
@@ -190,6 +198,10 @@ class DistillationModule(ClassifierSystem):
     @override
     def frozen_parameters(self) -> Iterator[nn.Parameter]:
         return self.teacher.parameters()
+
+    @override
+    def networks(self) -> list[nn.Module]:
+        return [self.student, self.teacher]
 
     @override
     def train(self, mode: bool = True) -> DistillationModule:
@@ -344,6 +356,8 @@ class ClassificationModule(ClassifierSystem):
         lr_scheduler: factory called with the optimizer, stepped every epoch; ``None`` for a constant rate.
             Default: MultiStepLR at epochs 150, 180, 210, gamma 0.1.
         weights: optional initial weights (checkpoint path or library weights spec), as for ``create_model``.
+        cuda_graph: one CUDA-graph replay per training step on a CUDA device (see :class:`DistillationModule`).
+        channels_last: NHWC memory format for the network and 4-D inputs.
     """
 
     def __init__(
@@ -354,11 +368,13 @@ class ClassificationModule(ClassifierSystem):
         optimizer: OptimizerCallable = cifar_sgd,
         lr_scheduler: LRSchedulerCallable | None = cifar_multistep,
         weights: str | None = None,
+        cuda_graph: bool = False,
+        channels_last: bool = False,
     ) -> None:
         resolved = _resolve_num_classes(num_classes, model=model)
         if resolved is None:
             raise ValueError("num_classes is required for this model (it has no `num_classes` or final nn.Linear).")
-        super().__init__(resolved, optimizer, lr_scheduler)
+        super().__init__(resolved, optimizer, lr_scheduler, cuda_graph, channels_last)
         weights = absolute_weights_path(weights)
         self.model = build_network(model, resolved, weights, "model")
         self._save_record(
@@ -366,6 +382,8 @@ class ClassificationModule(ClassifierSystem):
                 **describe_network("model", model),
                 "num_classes": resolved,
                 "weights": weights,
+                "cuda_graph": self.cuda_graph,
+                "channels_last": self.channels_last,
                 **describe_factory("optimizer", optimizer),
                 **describe_factory("lr_scheduler", lr_scheduler),
             },
