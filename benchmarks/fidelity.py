@@ -315,8 +315,8 @@ def render(plan: Plan) -> str:
             records.append(record)
     extra = " ".join(plan.extra_args) or "none"
     lines = [
-        f"Validation top-1 (%) on the CIFAR-100 test split over seeds {', '.join(map(str, plan.seeds))}; "
-        f"mean ± sample std over the complete runs; extra args: {extra}.",
+        f"Validation top-1 (%) at the end of each epoch; best = max over epochs, last = final epoch; mean ± sample "
+        f"std over the complete runs. Seeds planned: {', '.join(map(str, plan.seeds))}; extra args: {extra}.",
         "",
         "| preset | runs (seeds) | best top-1 | last top-1 | wall time per run (min) |",
         "|---|---|---|---|---|",
