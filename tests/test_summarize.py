@@ -1,0 +1,351 @@
+"""The multi-seed summary (lightning_kd.tools.summarize) and the GPU reproduction script (benchmarks/)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lightning_kd.cli import main as cli_main
+from lightning_kd.models import create_model
+from lightning_kd.tools import summarize
+from lightning_kd.tools.paper_results import CIFAR_METHODS, CIFAR_PAIRS, PAPER_TOP1
+
+REPO = Path(__file__).resolve().parents[1]
+HEADER = "epoch,lr-SGD,step,train/acc1,train/loss_epoch,val/acc1,val/acc1_best,val/acc5,val/loss"
+
+
+def write_run(
+    folder: Path,
+    accs: list[float],
+    *,
+    seed: int | None = 0,
+    loss: str = "KD",
+    standardize: bool = True,
+    teacher: str = "resnet32x4",
+    student: str = "resnet8x4",
+    max_epochs: int | None = None,
+    data: str = "lightning_kd.data.CIFAR100DataModule",
+) -> Path:
+    """A run folder as the CLI writes it: metrics.csv in the CSV logger's layout (train and val rows interleaved,
+    sorted header) and config.yaml (with ``seed=None``: no config at all)."""
+    folder.mkdir(parents=True)
+    rows = [HEADER]
+    for epoch, acc in enumerate(accs):
+        step = 781 * (epoch + 1) - 1
+        rows.append(f"{epoch},,{step},0.5,1.5,{acc},{acc},0.9,1.2")  # the validation row
+        rows.append(f"{epoch},0.05,{step},,,,,,")  # the learning-rate monitor's row
+    (folder / "metrics.csv").write_text("\n".join(rows) + "\n")
+    if seed is not None:
+        config = {
+            "seed_everything": seed,
+            "trainer": {"max_epochs": max_epochs or len(accs)},
+            "model": {
+                "class_path": "lightning_kd.DistillationModule",
+                "init_args": {
+                    "student": student,
+                    "teacher": teacher,
+                    "loss": {"class_path": f"lightning_kd.losses.{loss}", "init_args": {"standardize": standardize}},
+                },
+            },
+            "data": {"class_path": data, "init_args": {"data_dir": "data"}},
+        }
+        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    return folder
+
+
+def test_two_seeds_give_mean_and_sample_std_beside_the_paper(tmp_path, capsys):
+    group = tmp_path / "runs" / "cifar100" / "kd_ls" / "resnet32x4_resnet8x4"
+    write_run(group / "version_0", [0.50, 0.7662, 0.70], seed=0)
+    write_run(group / "version_1", [0.60, 0.7700, 0.7650], seed=1)
+
+    assert summarize.main([str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    # best: 76.62, 77.00 -> mean 76.81, std |a - b| / sqrt(2) = 0.2687; last: 70.00, 76.50 -> 73.25 ± 4.596
+    row = "| cifar100/kd_ls/resnet32x4_resnet8x4 | 2 | 0, 1 | 3 | 76.81 ± 0.27 | 73.25 ± 4.60 | 76.62 | +0.19 |"
+    assert row in out.splitlines()
+    assert out.splitlines()[0] == (
+        "| preset | n | seeds | epochs | best top-1 (%) | last top-1 (%) | paper (%) | best − paper |"
+    )
+    assert "sample std (n − 1)" in out
+
+
+def test_presets_are_grouped_and_ordered_as_the_paper_table(tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs / "kd" / "vgg13_vgg8" / "version_0", [0.70], standardize=False, teacher="vgg13", student="vgg8")
+    write_run(runs / "dkd" / "resnet32x4_resnet8x4" / "version_0", [0.76], loss="DKD", standardize=False)
+    write_run(runs / "x" / "version_0", [0.75], seed=3, loss="CTKD")
+    write_run(runs / "x" / "version_1", [0.77], seed=4, loss="CTKD")
+    summaries, problems = summarize.summarize([str(runs)])
+    assert problems == []
+    assert [s.preset for s in summaries] == [
+        "cifar100/ctkd_ls/resnet32x4_resnet8x4",  # the same pair, in the paper's column order
+        "cifar100/dkd/resnet32x4_resnet8x4",
+        "cifar100/kd/vgg13_vgg8",
+    ]
+    ctkd = summaries[0]
+    assert ctkd.n == 2
+    assert [run.seed for run in ctkd.runs] == [3, 4]
+    assert ctkd.paper == PAPER_TOP1["cifar100/ctkd_ls/resnet32x4_resnet8x4"]
+    assert ctkd.paper.top1 == 76.67
+
+
+def test_preset_from_folder_names_without_config(tmp_path):
+    group = tmp_path / "runs" / "cifar100" / "mlkd" / "wrn_40_2_wrn_16_2"
+    write_run(group / "seed_0", [0.7663], seed=None)
+    table = summarize.format_markdown(*summarize.summarize([str(group / "seed_0")]))
+    assert "| cifar100/mlkd/wrn_40_2_wrn_16_2 | 1 | ? | 1 | 76.63 | 76.63 | 76.63 | +0.00 |" in table
+
+
+def test_imagenet_and_unfinished_runs_are_marked(tmp_path):
+    folder = tmp_path / "imagenet" / "r34_r18" / "kd_ls" / "version_0"
+    write_run(
+        folder,
+        [0.70, 0.71],
+        teacher="torchvision/resnet34",
+        student="torchvision/resnet18",
+        max_epochs=100,
+        data="lightning_kd.data.ImageNetDataModule",
+    )
+    table = summarize.format_markdown(*summarize.summarize([str(tmp_path / "imagenet" / "**" / "version_*")]))
+    assert "| imagenet/r34_r18/kd_ls | 1 | 0 | 2 (1 unfinished) | 71.00 | 71.00 | 71.42* | -0.42 |" in table
+    assert "not checked against the paper's PDF" in table
+    assert "Unfinished runs" in table
+
+
+def test_runs_without_metrics_are_errors(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert summarize.main([str(tmp_path / "empty")]) == 1
+    assert "No metrics.csv found under" in capsys.readouterr().err
+    assert summarize.main([str(tmp_path / "nothing_here")]) == 1
+    assert "No file or folder matches" in capsys.readouterr().err
+
+    # a run that has not validated yet: named, and the only run, so nothing to summarize
+    folder = tmp_path / "early" / "version_0"
+    folder.mkdir(parents=True)
+    (folder / "metrics.csv").write_text("epoch,step,train/loss_step\n0,49,4.1\n")
+    assert summarize.main([str(tmp_path / "early")]) == 1
+    err = capsys.readouterr().err
+    assert "has no 'val/acc1' column" in err
+    assert str(folder / "metrics.csv") in err
+
+
+def test_a_bad_run_is_left_out_by_name_beside_good_ones(tmp_path):
+    write_run(tmp_path / "a" / "version_0", [0.7])
+    write_run(tmp_path / "b" / "version_0", [70.0])  # percent instead of a fraction
+    summaries, problems = summarize.summarize([str(tmp_path)])
+    assert len(summaries) == 1
+    assert len(problems) == 1
+    assert "outside [0, 1]" in problems[0]
+    assert "Runs left out:" in summarize.format_markdown(summaries, problems)
+
+
+def test_output_file_and_module_entry_point(tmp_path):
+    write_run(tmp_path / "runs" / "g" / "version_0", [0.72, 0.73])
+    out = tmp_path / "table.md"
+    result = subprocess.run(
+        [sys.executable, "-m", "lightning_kd.tools.summarize", str(tmp_path / "runs"), "--output", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    assert out.read_text() == result.stdout
+    assert "| 73.00 | 73.00 | 76.62 | -3.62 |" in result.stdout
+
+
+def test_paper_table_covers_every_cifar_preset():
+    for method in CIFAR_METHODS:
+        for pair in CIFAR_PAIRS:
+            assert (REPO / "configs" / "cifar100" / method / f"{pair}.yaml").is_file()
+            assert f"cifar100/{method}/{pair}" in PAPER_TOP1
+    for pair in ("r34_r18", "r50_mv1"):
+        for method in ("kd", "kd_ls", "dkd", "dkd_ls"):
+            assert f"imagenet/{pair}/{method}" in PAPER_TOP1
+
+
+def test_summary_of_a_real_cli_run(tmp_path, monkeypatch, capsys):
+    """What the CLI really writes (config.yaml, metrics.csv) is what the summary reads."""
+    monkeypatch.chdir(tmp_path)
+    teacher = tmp_path / "teacher.pth"
+    torch.save({"model": create_model("resnet20", num_classes=10).state_dict()}, teacher)
+    args = [
+        "fit",
+        "--config",
+        str(REPO / "configs" / "demo" / "kd_ls.yaml"),
+        "--seed_everything",
+        "3",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.limit_val_batches",
+        "2",
+        "--trainer.logger.init_args.save_dir",
+        "runs/demo",
+        f"--model.init_args.teacher_weights={teacher}",
+    ]
+    cli_main(args)
+    capsys.readouterr()
+    assert summarize.main(["runs/demo"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| digits/kd_ls/"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[0] == "digits/kd_ls/resnet20_resnet8"
+    assert cells[1:4] == ["1", "3", "2"]  # n, seed, epochs
+    metrics = next(Path("runs/demo").rglob("metrics.csv"))
+    logged = [float(v) for v in _column(metrics, "val/acc1")]
+    assert cells[4] == f"{100 * max(logged):.2f}"
+    assert cells[5] == f"{100 * logged[-1]:.2f}"
+    assert cells[6] == "—"  # no paper number for the demo
+
+
+def _column(path: Path, name: str) -> list[str]:
+    import csv
+
+    with path.open(newline="") as file:
+        return [row[name] for row in csv.DictReader(file) if row.get(name)]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# benchmarks/reproduce_cifar.py
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _reproduce_module():
+    spec = importlib.util.spec_from_file_location("reproduce_cifar", REPO / "benchmarks" / "reproduce_cifar.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def reproduce():
+    return _reproduce_module()
+
+
+def test_dry_run_lists_every_run_of_the_table(reproduce, tmp_path, capsys):
+    teachers = tmp_path / "cifar_teachers"
+    for teacher in ("resnet32x4", "vgg13", "wrn_40_2", "resnet56", "resnet110", "ResNet50"):
+        (teachers / f"{teacher}_vanilla").mkdir(parents=True)
+        (teachers / f"{teacher}_vanilla" / "ckpt_epoch_240.pth").write_bytes(b"")
+    out = tmp_path / "out"
+    code = reproduce.main(["--teachers-dir", str(teachers), "--output", str(out), "--dry-run", "--gpus", "0", "1"])
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    commands = [line.split() for line in lines if " -m lightning_kd fit " in line]
+    assert len(commands) == 8 * 14 * 4  # every preset, 4 seeds as the paper
+    assert not any("note:" in line for line in lines)  # every teacher file is there
+    assert "448 distillation runs (0 already finished)" in lines[0]
+    assert "GPU-hours" in lines[0]
+    assert "queued over GPUs 0, 1" in lines[1]
+
+    def option(command: list[str], name: str) -> str:
+        return command[command.index(name) + 1]
+
+    seen = set()
+    for command in commands:
+        config = Path(option(command, "--config"))
+        method, pair, seed = config.parent.name, config.stem, option(command, "--seed_everything")
+        seen.add((method, pair, seed))
+        assert config == REPO / "configs" / "cifar100" / method / f"{pair}.yaml"
+        assert option(command, "--trainer.devices") == "1"
+        assert option(command, "--trainer.logger.init_args.save_dir") == str(out / "cifar100" / method)
+        assert option(command, "--trainer.logger.init_args.name") == pair
+        assert option(command, "--trainer.logger.init_args.version") == f"seed_{seed}"
+        teacher = yaml.safe_load(config.read_text())["model"]["init_args"]["teacher"]
+        expected = teachers / f"{teacher}_vanilla" / "ckpt_epoch_240.pth"
+        assert option(command, "--model.init_args.teacher_weights") == str(expected)
+    assert seen == {(m, p, str(s)) for m in CIFAR_METHODS for p in CIFAR_PAIRS for s in range(4)}
+
+
+def test_dry_run_subset_with_teacher_training_and_fit_arguments(reproduce, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["--train-teachers", "--methods", "kd", "kd_ls", "--pairs", "resnet32x4_resnet8x4", "--seeds", "5"]
+    code = reproduce.main([*argv, "--output", str(out), "--dry-run", "--", "--trainer.precision", "bf16-mixed"])
+    assert code == 0
+    commands = [line for line in capsys.readouterr().out.splitlines() if " -m lightning_kd fit " in line]
+    assert len(commands) == 3
+    assert "configs/cifar100/teachers/resnet32x4.yaml" in commands[0]  # the teacher is trained first
+    last = out / "cifar100" / "teachers" / "resnet32x4" / "seed_0" / "checkpoints" / "last.ckpt"
+    for command in commands[1:]:
+        assert f"--model.init_args.teacher_weights {last}" in command
+        assert "--seed_everything 5" in command
+    assert all(command.endswith("--trainer.precision bf16-mixed") for command in commands)
+
+
+def test_missing_teacher_files_stop_a_real_run(reproduce, tmp_path, capsys):
+    code = reproduce.main(["--teachers-dir", str(tmp_path), "--pairs", "vgg13_vgg8", "--gpus", "0"])
+    assert code == 2
+    captured = capsys.readouterr()
+    assert f"missing teacher file {tmp_path / 'vgg13_vanilla' / 'ckpt_epoch_240.pth'}" in captured.out
+    assert "cifar_teachers.tar" in captured.err
+
+
+FAKE_FIT = textwrap.dedent(
+    """
+    import sys, json, os
+    from pathlib import Path
+    import yaml
+    args = sys.argv[sys.argv.index("fit") + 1:]
+    get = lambda name: args[args.index(name) + 1]
+    run = Path(get("--trainer.logger.init_args.save_dir")) / get("--trainer.logger.init_args.name")
+    run = run / get("--trainer.logger.init_args.version")
+    seed = int(get("--seed_everything"))
+    if os.environ.get("FAIL_SEED") == str(seed):
+        sys.exit(3)
+    run.mkdir(parents=True)
+    config = yaml.safe_load(Path(get("--config")).read_text())
+    config["seed_everything"], config["trainer"]["max_epochs"] = seed, 2
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    acc = 0.7 + seed / 100
+    (run / "metrics.csv").write_text(f"epoch,step,val/acc1\\n0,1,{acc - 0.01}\\n1,3,{acc}\\n")
+    Path(os.environ["CALLS"]).open("a").write(json.dumps([str(run), os.environ["CUDA_VISIBLE_DEVICES"]]) + "\\n")
+    """
+)
+
+
+def test_runs_are_queued_over_gpus_resumed_and_summarized(reproduce, tmp_path, monkeypatch):
+    """The real (non-dry) path with a stand-in for `python -m lightning_kd fit` that writes a run folder."""
+    fake = tmp_path / "fake_python"
+    fake.write_text(f"#!{sys.executable}\n{FAKE_FIT}")
+    fake.chmod(0o755)
+    teachers = tmp_path / "teachers" / "resnet32x4_vanilla"
+    teachers.mkdir(parents=True)
+    (teachers / "ckpt_epoch_240.pth").write_bytes(b"")
+    (tmp_path / "data" / "cifar-100-python").mkdir(parents=True)  # present: no download
+    calls = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("CALLS", str(calls))
+    monkeypatch.setenv("FAIL_SEED", "2")
+    out = tmp_path / "out"
+    argv = ["--teachers-dir", str(tmp_path / "teachers"), "--methods", "kd_ls", "--pairs", "resnet32x4_resnet8x4"]
+    argv += ["--seeds", "0", "1", "2", "--gpus", "3", "5", "--output", str(out), "--data-dir", str(tmp_path / "data")]
+    argv += ["--python", str(fake)]
+
+    assert reproduce.main(argv) == 1  # seed 2 failed
+    first = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert {gpu for _, gpu in first} <= {"3", "5"}
+    assert len(first) == 2
+    group = out / "cifar100" / "kd_ls" / "resnet32x4_resnet8x4"
+    assert json.loads((group / "seed_0" / "reproduce.json").read_text())["seed"] == 0
+    assert not (group / "seed_2" / "reproduce.json").exists()
+    summary = (out / "cifar100_summary.md").read_text()
+    assert "| cifar100/kd_ls/resnet32x4_resnet8x4 | 2 | 0, 1 | 2 | 70.50 ± 0.71 | 70.50 ± 0.71 | 76.62 |" in summary
+    assert (group / "seed_2.log").is_file()
+
+    # started again: the finished runs are skipped, the failed one reruns (now succeeding) and joins the summary
+    (group / "seed_2").mkdir()  # leftovers of the failed attempt are moved aside, never deleted
+    monkeypatch.setenv("FAIL_SEED", "none")
+    assert reproduce.main(argv) == 0
+    second = [json.loads(line) for line in calls.read_text().splitlines()][len(first) :]
+    assert [Path(run).name for run, _ in second] == ["seed_2"]
+    assert (group / "seed_2.incomplete-1").is_dir()
+    summary = (out / "cifar100_summary.md").read_text()
+    assert "| cifar100/kd_ls/resnet32x4_resnet8x4 | 3 | 0, 1, 2 | 2 | 71.00 ± 1.00 | 71.00 ± 1.00 | 76.62 |" in summary
