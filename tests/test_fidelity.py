@@ -307,30 +307,43 @@ def test_end_to_end_tiny_run(tmp_path):
         config["model"]["init_args"]["optimizer"] = optimizer
         path.write_text(yaml.safe_dump(config))
 
+    # a stop after two runs: their records exist, so only ce seed 0 and kd seed 1 are trained (one of each module)
+    res = tmp_path / "res"
+    one_epoch = ["--trainer.max_epochs", "1"]
+    kept = {
+        "ce__seed1": _record(res, "ce", 1, 3.0, 2.0, extra_args=one_epoch).read_text(),
+        "kd__seed0": _record(res, "kd", 0, 5.0, 4.0, extra_args=one_epoch).read_text(),
+    }
     command = [sys.executable, str(SCRIPT), "--presets", "ce.yaml", "kd.yaml", "--seeds", "0", "1"]
     command += ["--results-dir", "res", "--extra-args=--trainer.max_epochs 1"]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "skip ce seed 1" in done.stdout
+    assert "skip kd seed 0" in done.stdout
 
-    records = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "res").glob("*.json")}
+    records = {p.stem: json.loads(p.read_text()) for p in res.glob("*.json")}
     assert sorted(records) == ["ce__seed0", "ce__seed1", "kd__seed0", "kd__seed1"]
-    for key, record in records.items():
+    for key, text in kept.items():
+        assert (res / f"{key}.json").read_text() == text
+    assert not list(res.glob("*.running"))
+    for key in ("ce__seed0", "kd__seed1"):
+        record = records[key]
         assert record["epochs"] == 1
-        assert record["extra_args"] == ["--trainer.max_epochs", "1"]
-        assert 0.0 <= record["best_top1"] <= 100.0
-        assert record["best_top1"] == record["last_top1"]  # a single epoch
-        run_dir = tmp_path / record["run_dir"]
-        assert (run_dir / "metrics.csv").is_file(), key
-        assert record["run_dir"].startswith(f"runs/tiny/{record['preset']}/version_")
-    # two seeds give two run folders of the same preset
-    assert records["kd__seed0"]["run_dir"] != records["kd__seed1"]["run_dir"]
-    table = (tmp_path / "res" / "table.md").read_text()
+        assert record["extra_args"] == one_epoch
+        assert 0.0 <= record["best_top1"] == record["last_top1"] <= 100.0  # a single epoch
+        assert record["run_dir"] == str(Path("runs/tiny", record["preset"], "version_0"))
+        metrics = (tmp_path / record["run_dir"] / "metrics.csv").read_text()
+        assert "val/acc1" in metrics
+        assert record["command"] == (
+            f"python -m lightning_kd fit --config {record['preset']}.yaml --seed_everything {record['seed']} "
+            "--trainer.max_epochs 1"
+        )
+    table = (res / "table.md").read_text()
     assert done.stdout.endswith(table)
-    assert "| CE | 2 (0, 1) |" in table
-    assert "| KD | 2 (0, 1) |" in table
-    verdict = table.splitlines()[-1]
-    assert verdict.startswith("Verdict: KD ")
-    assert " CE" in verdict
+    ce, kd = (fidelity.summarize(list(records.values()), name) for name in ("ce", "kd"))
+    assert f"| CE | 2 (0, 1) | {fidelity._mean_std(ce.best)} | {fidelity._mean_std(ce.last)} |" in table
+    assert f"| KD | 2 (0, 1) | {fidelity._mean_std(kd.best)} | {fidelity._mean_std(kd.last)} |" in table
+    assert table.splitlines()[-1] == f"Verdict: {fidelity.compare(kd, ce)}."
 
 
 # ---------------------------------------------------------------------------------------------------------------
