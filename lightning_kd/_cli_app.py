@@ -25,6 +25,7 @@ from lightning.pytorch import Callback, LightningDataModule, LightningModule, Tr
 from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from typing_extensions import override
 
 # imported so that their classes resolve by short name in configs (DigitsDataModule, KD, ...)
@@ -92,6 +93,10 @@ class KDLightningCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         _route_optimizer_arguments(config)
+        if rank_zero_only.rank != 0:
+            # processes that a multi-device launcher started later: rank 0 owns the run folder and its checks
+            # (here they would see the folder rank 0 is creating); their loggers write nothing
+            return
         if self.subcommand == "fit":
             _refuse_used_run_folders(config)
         elif self.subcommand is not None and config.get("ckpt_path"):
