@@ -9,10 +9,12 @@ KD + logit standardization (T 2, CE 0.1, KD 9), SGD (lr 0.05, momentum 0.9, wd 5
 2. ``default``: ``DistillationModule`` + ``CIFAR100DataModule(num_workers=8)`` under ``Trainer.fit``, 32-true,
    CSV logger (the default config);
 3. ``fast``: the settings of ``configs/cifar100/fast.yaml``: ``device_augment=True`` (uint8 batches augmented
-   on the GPU, ``num_workers=0``), ``bf16-mixed``, ``cuda_graph=True``; ``fast_channels_last`` adds
-   ``channels_last=True``; ``fast_eager`` is ``fast`` without the CUDA graph (to see what the graph adds);
+   on the GPU, ``num_workers=0``), ``bf16-mixed``, ``cuda_graph=True``, cuDNN autotuning (``benchmark``);
+   ``fast_channels_last`` adds ``channels_last=True``; ``fast_eager`` is ``fast`` without the CUDA graph (to see
+   what the graph adds);
 4. ``bare_graph``: the ceiling, :class:`~lightning_kd.cuda_graph.WholeStepGraph` alone on random device
-   batches (bf16, no Lightning, no loader), with the time one (re-)capture takes (``capture_s``).
+   batches (bf16, no Lightning, no loader), with the time one (re-)capture takes (``capture_s``);
+5. ``reference_again``: the reference loop once more, at the end; the two reference rows differ by noise only.
 
 Each measurement runs ``--warmup`` steps (worker start-up, cuDNN autotuning, graph capture), then times
 ``--steps`` steps with the device synchronised at both ends. Only training steps are timed (no validation,
@@ -29,6 +31,7 @@ No jsonargparse needed (the Python API only).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import logging
@@ -36,6 +39,7 @@ import math
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -102,7 +106,26 @@ class _Window(Callback):
 
 
 def reference_loop(args: argparse.Namespace, device: torch.device) -> float:
-    """Images per second of the plain loop over torchvision's dataset with PIL transforms (fp32)."""
+    """Images per second of the plain loop over torchvision's dataset with PIL transforms (fp32).
+
+    With ``cudnn.benchmark`` on, as the reference training scripts set it.
+    """
+    with _cudnn_benchmark():
+        return _reference_loop(args, device)
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark():
+    """cuDNN autotuning on for the block (Trainer runs set it through ``Trainer(benchmark=...)``)."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+def _reference_loop(args: argparse.Namespace, device: torch.device) -> float:
     data = CIFAR100DataModule(args.data_dir, batch_size=args.batch_size, verify_checksums=False)
     data.setup("fit")  # torchvision CIFAR100 (md5 check off: random pixels) with the reference PIL transforms
     loader = DataLoader(data.train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.workers)
@@ -176,6 +199,11 @@ def bare_graph(args: argparse.Namespace, device: torch.device) -> dict[str, floa
     }
 
 
+def _with_cudnn_benchmark(fn: Callable[..., Any], *args: Any) -> Any:
+    with _cudnn_benchmark():
+        return fn(*args)
+
+
 def _forever(loader: DataLoader):
     while True:
         yield from loader
@@ -187,6 +215,7 @@ def module_fit(
     tmp: str,
     *,
     precision: str,
+    benchmark: bool,
     data_options: dict[str, Any],
     module_options: dict[str, Any],
 ) -> float:
@@ -199,6 +228,7 @@ def module_fit(
         accelerator=device.type if device.type == "cpu" else "gpu",
         devices=1,
         precision=precision,
+        benchmark=benchmark,
         max_epochs=1,
         limit_train_batches=args.warmup + args.steps,
         limit_val_batches=0,
@@ -224,13 +254,21 @@ def variants(args: argparse.Namespace, device: torch.device, tmp: str) -> dict[s
     """The measurements, in order; each returns images per second (or a dict with ``img_per_s``)."""
 
     def fit(precision: str, data_options: dict[str, Any], module_options: dict[str, Any]) -> Callable[[], float]:
+        fast = precision == "bf16-mixed"  # fast.yaml also sets trainer.benchmark; the presets leave it off
+
         def measure() -> float:
             missing = _missing_options(CIFAR100DataModule, list(data_options))
             missing += _missing_options(DistillationModule, list(module_options))
             if missing:
                 raise NotImplementedError(f"option(s) not in this checkout: {', '.join(missing)}")
             return module_fit(
-                args, device, tmp, precision=precision, data_options=data_options, module_options=module_options
+                args,
+                device,
+                tmp,
+                precision=precision,
+                benchmark=fast,
+                data_options=data_options,
+                module_options=module_options,
             )
 
         return measure
@@ -242,7 +280,9 @@ def variants(args: argparse.Namespace, device: torch.device, tmp: str) -> dict[s
         "fast": fit("bf16-mixed", fast_data, {"cuda_graph": True}),
         "fast_channels_last": fit("bf16-mixed", fast_data, {"cuda_graph": True, "channels_last": True}),
         "fast_eager": fit("bf16-mixed", fast_data, {}),
-        "bare_graph": lambda: bare_graph(args, device),
+        "bare_graph": lambda: _with_cudnn_benchmark(bare_graph, args, device),
+        # the first row again, last: the spread between the two says what difference is noise
+        "reference_again": lambda: reference_loop(args, device),
     }
 
 
@@ -272,8 +312,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ignore", message=r".*(does not have many workers|num_workers|random weights|without verifying md5).*"
     )
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # as a tuned run would; the reference code sets it too
 
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -295,6 +333,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 results[name] = value if isinstance(value, dict) else {"img_per_s": value}
             except NotImplementedError as err:
                 results[name] = {"skipped": str(err)}
+            except Exception as err:  # one failing row must not cost the others (one run on a lent GPU)
+                traceback.print_exc()
+                results[name] = {"skipped": f"failed: {type(err).__name__}: {err}"}
             results[name]["wall_s"] = round(time.perf_counter() - t0, 1)
             print(f"{name}: {results[name]}", flush=True)
 

@@ -12,7 +12,7 @@
 set -u
 OUT=${OUT:?set OUT to the folder for logs and results}
 SMOKE=${SMOKE:-0}
-PYTHON=${PYTHON:-python}
+PYTHON=${PYTHON:-$(command -v python || command -v python3)}
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the checkout, not an installed copy
 mkdir -p "$OUT"

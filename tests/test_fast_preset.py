@@ -15,6 +15,7 @@ FAST = REPO / "configs" / "cifar100" / "fast.yaml"
 # what fast.yaml may change, and to what; everything else must stay as the first config has it
 EXPECTED = {
     "trainer.precision": "bf16-mixed",
+    "trainer.benchmark": True,
     "model.init_args.cuda_graph": True,
     "data.init_args.device_augment": True,
     "data.init_args.num_workers": 0,
