@@ -18,6 +18,7 @@ Examples::
     python benchmarks/reproduce_cifar.py --teachers-dir download_ckpts/cifar_teachers --gpus 0 1 2 3
     python benchmarks/reproduce_cifar.py --train-teachers --methods kd kd_ls --pairs resnet32x4_resnet8x4
     python benchmarks/reproduce_cifar.py --teachers-dir download_ckpts/cifar_teachers --dry-run
+    python benchmarks/reproduce_cifar.py --teachers-dir download_ckpts/cifar_teachers --fast --img-per-s 20000
     python benchmarks/reproduce_cifar.py --teachers-dir ... -- --trainer.precision bf16-mixed   # passed to every fit
 """
 
@@ -58,6 +59,7 @@ class Job:
     run_dir: Path  # <save_dir>/<name>/<version>: the CSV logger's folder
     seed: int
     extra: list[str] = field(default_factory=list)
+    more_configs: list[Path] = field(default_factory=list)  # further --config files, merged over the preset
 
     @property
     def done(self) -> bool:
@@ -72,6 +74,7 @@ class Job:
             "fit",
             "--config",
             str(self.config),
+            *(arg for path in self.more_configs for arg in ("--config", str(path))),
             "--seed_everything",
             str(self.seed),
             "--trainer.accelerator",
@@ -147,8 +150,14 @@ def plan(args: argparse.Namespace) -> tuple[list[Job], list[Job], list[str]]:
                     "--data.init_args.data_dir",
                     str(args.data_dir),
                 ]
+                if args.fast and not _two_views(config):
+                    job.more_configs = [args.configs / "fast.yaml"]
                 jobs.append(job)
     return teacher_jobs, jobs, notes
+
+
+def _two_views(config: Path) -> bool:
+    return bool(yaml.safe_load(config.read_text())["data"]["init_args"].get("two_views"))
 
 
 def estimate_gpu_hours(jobs: Sequence[Job], images_per_second: float) -> float:
@@ -159,7 +168,7 @@ def estimate_gpu_hours(jobs: Sequence[Job], images_per_second: float) -> float:
     seconds = 0.0
     for job in jobs:
         config = yaml.safe_load(job.config.read_text())
-        views = 2 if config["data"]["init_args"].get("two_views") else 1
+        views = 2 if _two_views(job.config) else 1
         seconds += config["trainer"]["max_epochs"] * TRAIN_IMAGES * views / images_per_second
     return seconds / 3600
 
@@ -246,6 +255,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=Path("runs/reproduce"), help="root of the run folders")
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="folder of cifar-100-python/")
     parser.add_argument("--configs", type=Path, default=REPO / "configs" / "cifar100", help="preset folder")
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="add configs/cifar100/fast.yaml (CUDA graph, GPU-resident data, bf16) to every preset but MLKD's",
+    )
     parser.add_argument("--python", default=sys.executable, help="interpreter that runs lightning_kd")
     parser.add_argument("--img-per-s", type=float, default=5000.0, help="throughput for the GPU-hours estimate")
     parser.add_argument("--dry-run", action="store_true", help="print the commands and the estimate; run nothing")
@@ -255,6 +269,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.output, args.data_dir, args.configs = args.output.resolve(), args.data_dir.resolve(), args.configs.resolve()
     if args.teachers_dir is not None:
         args.teachers_dir = args.teachers_dir.resolve()
+    if args.fast and not (args.configs / "fast.yaml").is_file():
+        parser.error(f"--fast needs {args.configs / 'fast.yaml'}, which does not exist")
     return args
 
 

@@ -268,17 +268,20 @@ def test_dry_run_lists_every_run_of_the_table(reproduce, tmp_path, capsys):
 
 def test_dry_run_subset_with_teacher_training_and_fit_arguments(reproduce, tmp_path, capsys):
     out = tmp_path / "out"
-    argv = ["--train-teachers", "--methods", "kd", "kd_ls", "--pairs", "resnet32x4_resnet8x4", "--seeds", "5"]
-    code = reproduce.main([*argv, "--output", str(out), "--dry-run", "--", "--trainer.precision", "bf16-mixed"])
+    argv = ["--train-teachers", "--methods", "kd", "mlkd_ls", "--pairs", "resnet32x4_resnet8x4", "--seeds", "5"]
+    code = reproduce.main([*argv, "--output", str(out), "--dry-run", "--fast", "--", "--trainer.precision", "fp32"])
     assert code == 0
     commands = [line for line in capsys.readouterr().out.splitlines() if " -m lightning_kd fit " in line]
     assert len(commands) == 3
+    fast = f"--config {REPO / 'configs' / 'cifar100' / 'fast.yaml'}"
+    assert f"kd/resnet32x4_resnet8x4.yaml {fast} --seed_everything 5" in commands[1]
+    assert fast not in commands[2]  # not for MLKD: its two views need the PIL pipeline
     assert "configs/cifar100/teachers/resnet32x4.yaml" in commands[0]  # the teacher is trained first
     last = out / "cifar100" / "teachers" / "resnet32x4" / "seed_0" / "checkpoints" / "last.ckpt"
     for command in commands[1:]:
         assert f"--model.init_args.teacher_weights {last}" in command
         assert "--seed_everything 5" in command
-    assert all(command.endswith("--trainer.precision bf16-mixed") for command in commands)
+    assert all(command.endswith("--trainer.precision fp32") for command in commands)
 
 
 def test_missing_teacher_files_stop_a_real_run(reproduce, tmp_path, capsys):
