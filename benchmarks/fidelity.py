@@ -303,6 +303,55 @@ def compare(better: Summary, baseline: Summary) -> str:
     return f"{name_a} does not clearly beat {name_b}: {spread}, within {SE_THRESHOLD:g} SE"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def unfinished(plan: Plan) -> list[str]:
+    """One line per started run without a complete record: in progress or interrupted, and its epochs so far.
+
+    A run is in progress while the runner that wrote its ``.running`` marker is alive. Its run folder is the first
+    ``version_N`` whose ``config.yaml`` (written by the CLI at start) is not older than the marker.
+    """
+    lines = []
+    for preset, seed in plan.pairs():
+        path = record_path(plan.results_dir, preset.stem, seed)
+        marker = path.with_suffix(".running")
+        if not marker.is_file() or load_record(path)[0] is not None:
+            continue
+        try:
+            info = json.loads(marker.read_text())
+            pid, started = int(info["pid"]), datetime.fromisoformat(info["started"]).timestamp()
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            lines.append(f"{preset.stem} seed {seed}: interrupted (unreadable marker {marker}: {err})")
+            continue
+        state = f"in progress (runner pid {pid})" if _alive(pid) else "interrupted (its runner is gone; rerun resumes)"
+        folders = [
+            v
+            for v in version_folders(logger_folder(preset))
+            if (v / "config.yaml").is_file()
+            # the marker's start time has whole seconds
+            and (v / "config.yaml").stat().st_mtime >= started - 1
+        ]
+        if not folders:
+            lines.append(f"{preset.stem} seed {seed}: {state}, no run folder yet")
+            continue
+        run_dir = min(folders, key=lambda v: (v / "config.yaml").stat().st_mtime)
+        try:
+            top1 = read_val_top1(run_dir / "metrics.csv")
+        except (FileNotFoundError, ValueError):
+            top1 = []
+        so_far = f": top-1 {', '.join(f'{v:.2f}' for v in top1)}" if top1 else ""
+        lines.append(f"{preset.stem} seed {seed}: {state}, {len(top1)} epoch(s) validated in {run_dir}{so_far}")
+    return lines
+
+
 def render(plan: Plan) -> str:
     """The markdown table, the runs still missing, and the verdict line, from the complete records of the plan."""
     records: list[dict] = []
@@ -327,6 +376,7 @@ def render(plan: Plan) -> str:
         walls = ", ".join(f"{wall / 60:.1f}" for wall in summary.wall_s) or "–"
         lines.append(f"| {label(name)} | {seeds} | {_mean_std(summary.best)} | {_mean_std(summary.last)} | {walls} |")
     lines += ["", "Missing runs: " + (", ".join(missing) if missing else "none") + "."]
+    lines += [f"- {line}" for line in unfinished(plan)]
     clauses = [compare(summaries[a], summaries[b]) for a, b in COMPARISONS if a in summaries and b in summaries]
     lines += [
         "",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -402,3 +403,28 @@ def test_cpu_scale_presets_follow_the_protocol(name, tmp_path):
     for arg, value in expected[1].items():
         assert getattr(model.loss, arg) == value, arg
     assert model.loss.standardize == name.endswith("_ls")
+
+
+def test_started_runs_are_reported_in_progress_or_interrupted(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = tmp_path / "res"
+    res.mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that has exited
+    started = "2026-01-01T00:00:00+00:00"
+    (res / "ce__seed0.running").write_text(json.dumps({"pid": os.getpid(), "started": started}))
+    (res / "kd__seed0.running").write_text(json.dumps({"pid": gone.pid, "started": started}))
+    older = tmp_path / "runs/t/ce/version_0"  # an earlier run of the preset, before the marker
+    older.mkdir(parents=True)
+    (older / "config.yaml").write_text("{}")
+    os.utime(older / "config.yaml", (0, 0))
+    run = tmp_path / "runs/t/ce/version_1"
+    run.mkdir()
+    (run / "config.yaml").write_text("{}")
+    (run / "metrics.csv").write_text("epoch,step,val/acc1\n0,9,0.125\n1,19,0.25\n")
+    lines = _summarize(tmp_path, names=("ce", "kd"), seeds=("0",)).splitlines()
+    assert (
+        f"- ce seed 0: in progress (runner pid {os.getpid()}), 2 epoch(s) validated in {Path('runs/t/ce/version_1')}: "
+        "top-1 12.50, 25.00" in lines
+    )
+    assert "- kd seed 0: interrupted (its runner is gone; rerun resumes), no run folder yet" in lines
