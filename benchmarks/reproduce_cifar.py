@@ -315,6 +315,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if failed:
         print(f"error: {len(failed)} teacher run(s) failed; the distillation runs need them.", file=sys.stderr)
         return 1
+    absent = [trained_teacher(job) for job in teacher_jobs if not trained_teacher(job).is_file()]
+    if absent:
+        print(
+            f"error: teacher checkpoint(s) {', '.join(map(str, absent))} not written. The teacher presets must keep "
+            "the run-folder convention (ModelCheckpoint without dirpath, save_last: true).",
+            file=sys.stderr,
+        )
+        return 1
     failed = run_queue(todo, gpus, args.python, args.fit_args)
     summary = args.output / "cifar100_summary.md"
     code = summarize.main([str(args.output / "cifar100"), "--output", str(summary)])

@@ -97,6 +97,14 @@ def test_presets_are_grouped_and_ordered_as_the_paper_table(tmp_path):
     assert ctkd.paper.top1 == 76.67
 
 
+def test_a_latest_link_does_not_count_a_run_twice(tmp_path):
+    group = tmp_path / "runs" / "cifar100" / "kd" / "vgg13_vgg8"
+    write_run(group / "version_0", [0.7], standardize=False, teacher="vgg13", student="vgg8")
+    (group / "latest").symlink_to(group / "version_0", target_is_directory=True)
+    summaries, _ = summarize.summarize([str(tmp_path / "runs"), str(group / "latest")])
+    assert [(s.preset, s.n) for s in summaries] == [("cifar100/kd/vgg13_vgg8", 1)]
+
+
 def test_preset_from_folder_names_without_config(tmp_path):
     group = tmp_path / "runs" / "cifar100" / "mlkd" / "wrn_40_2_wrn_16_2"
     write_run(group / "seed_0", [0.7663], seed=None)
@@ -304,7 +312,12 @@ FAKE_FIT = textwrap.dedent(
     seed = int(get("--seed_everything"))
     if os.environ.get("FAIL_SEED") == str(seed):
         sys.exit(3)
+    if "--model.init_args.teacher_weights" in args and not Path(get("--model.init_args.teacher_weights")).is_file():
+        sys.exit(4)  # a distillation run started before its teacher exists
     run.mkdir(parents=True)
+    if "teachers" in get("--config"):  # a teacher run leaves its last checkpoint
+        (run / "checkpoints").mkdir()
+        (run / "checkpoints" / "last.ckpt").write_bytes(b"")
     config = yaml.safe_load(Path(get("--config")).read_text())
     config["seed_everything"], config["trainer"]["max_epochs"] = seed, 2
     (run / "config.yaml").write_text(yaml.safe_dump(config))
@@ -352,3 +365,21 @@ def test_runs_are_queued_over_gpus_resumed_and_summarized(reproduce, tmp_path, m
     assert (group / "seed_2.incomplete-1").is_dir()
     summary = (out / "cifar100_summary.md").read_text()
     assert "| cifar100/kd_ls/resnet32x4_resnet8x4 | 3 | 0, 1, 2 | 2 | 71.00 ± 1.00 | 71.00 ± 1.00 | 76.62 |" in summary
+
+
+def test_teachers_are_trained_before_the_runs_that_need_them(reproduce, tmp_path, monkeypatch):
+    fake = tmp_path / "fake_python"
+    fake.write_text(f"#!{sys.executable}\n{FAKE_FIT}")
+    fake.chmod(0o755)
+    (tmp_path / "data" / "cifar-100-python").mkdir(parents=True)
+    monkeypatch.setenv("CALLS", str(tmp_path / "calls.jsonl"))
+    out = tmp_path / "out"
+    argv = ["--train-teachers", "--methods", "kd", "dkd_ls", "--pairs", "vgg13_vgg8", "vgg13_MobileNetV2"]
+    argv += ["--seeds", "0", "--gpus", "0", "1", "--output", str(out), "--data-dir", str(tmp_path / "data")]
+    assert reproduce.main([*argv, "--python", str(fake)]) == 0
+    runs = [Path(json.loads(line)[0]) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    assert runs[0] == out / "cifar100" / "teachers" / "vgg13" / "seed_0"  # one teacher run, first
+    assert len(runs) == 1 + 2 * 2
+    summary = (out / "cifar100_summary.md").read_text()
+    assert "| cifar100/vanilla/vgg13 | 1 | 0 | 2 | 70.00 | 70.00 | 74.64 | -4.64 |" in summary
+    assert "cifar100/dkd_ls/vgg13_MobileNetV2" in summary
