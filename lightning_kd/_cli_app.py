@@ -28,9 +28,10 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from typing_extensions import override
 
-# imported so that their classes resolve by short name in configs (DigitsDataModule, KD, ...)
+# imported so that their classes resolve by short name in configs (DistillationModule, DigitsDataModule, KD, ...)
 import lightning_kd.data
-import lightning_kd.losses  # noqa: F401
+import lightning_kd.losses
+import lightning_kd.module  # noqa: F401
 from lightning_kd.run_folders import find_run_folder, next_stage_folder, update_latest
 
 #: checkpoint key under which the CLI records the data the model was trained on (class count, normalization)
