@@ -12,7 +12,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from lightning_kd import DistillationModule
 from lightning_kd.callbacks import LogitStatistics, per_sample_stats
-from lightning_kd.losses import KD
+from lightning_kd.losses import CTKD, KD
 from tests.helpers.tiny import TinyNet, separable_loaders
 
 K = 10
@@ -97,6 +97,16 @@ def test_statistics_match_direct_computation(standardize, tau):
     # the fixture really has spread and disagreement, so the assertions above are not trivially met
     assert 0.0 < module.logged["logits/agreement"] < 1.0
     assert module.logged["logits/teacher_std_spread"] > 0.5
+
+
+def test_learned_temperature_of_ctkd_is_used():
+    loss = CTKD(standardize=True)
+    module = _Recorder(loss=loss)
+    batches = _batches()
+    _run_epoch(LogitStatistics(), _fake_trainer(), module, batches)
+    tau = loss.current_temperature().item()
+    std = torch.cat([s for s, _ in batches]).double().std(dim=1)
+    assert module.logged["logits/student_temperature"] == pytest.approx((tau * std).mean().item(), rel=1e-5)
 
 
 def test_sums_are_reduced_across_processes():

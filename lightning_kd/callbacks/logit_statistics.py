@@ -57,7 +57,8 @@ class LogitStatistics(Callback):
       samples;
     - ``logits/agreement``: the fraction of samples on which the teacher's and the student's top-1 agree;
     - ``logits/<role>_temperature`` and ``logits/<role>_temperature_spread``, only when the module's loss
-      standardizes (``loss.standardize`` is true and ``loss.temperature`` is a number): the effective per-sample
+      standardizes (``loss.standardize`` is true) and has a base temperature (``loss.temperature``, or CTKD's
+      learned ``loss.current_temperature()``): the effective per-sample
       temperature :math:`\tau\,\sigma_i` (base temperature times the sample's std), averaged over samples, and
       its spread;
     - histograms of :math:`\mu_i`, :math:`\sigma_i` (and :math:`\tau\sigma_i`) under the same names with the
@@ -237,11 +238,15 @@ def _logits_from_outputs(outputs: Any, pl_module: pl.LightningModule) -> tuple[T
 
 
 def _base_temperature(pl_module: pl.LightningModule) -> float | None:
-    """The loss's base temperature when it standardizes logits (LS), else ``None``."""
+    """The loss's base temperature when it standardizes logits (LS), else ``None``.
+
+    A fixed ``loss.temperature`` (KD, DKD, MLKD), or the current learned one, ``loss.current_temperature()`` (CTKD).
+    """
     loss = getattr(pl_module, "loss", None)
     if not getattr(loss, "standardize", False):
         return None
-    temperature = getattr(loss, "temperature", None)
-    if isinstance(temperature, Tensor) and temperature.numel() == 1:  # a learnable temperature (CTKD)
-        return float(temperature.detach())
+    current = getattr(loss, "current_temperature", None)
+    temperature = current() if callable(current) else getattr(loss, "temperature", None)
+    if isinstance(temperature, Tensor) and temperature.numel() == 1:
+        return float(temperature.detach())  # epoch end, not a training step: the host sync is fine
     return float(temperature) if isinstance(temperature, (int, float)) else None
