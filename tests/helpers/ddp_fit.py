@@ -4,7 +4,8 @@ Launched as a script by ``tests/test_distributed.py``: Lightning's ``ddp`` strat
 per extra rank (a pytest process cannot be re-executed that way). Each rank writes ``rank<k>.json`` with the
 hashes of its teacher and student weights and the validation metrics it holds after every epoch.
 
-Usage: ``python tests/helpers/ddp_fit.py OUT_DIR TEACHER_WEIGHTS VAL_FRACTION [STRATEGY]``
+Usage: ``python tests/helpers/ddp_fit.py OUT_DIR TEACHER_WEIGHTS VAL_FRACTION [STRATEGY]`` with STRATEGY ``ddp``
+(default) or ``fsdp`` (FSDP on CPU processes with :class:`~lightning_kd.strategies.FrozenApartPolicy`).
 """
 
 from __future__ import annotations
@@ -18,20 +19,89 @@ import torch
 from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.strategies import FSDPStrategy, Strategy
 
 from lightning_kd import DistillationModule
 from lightning_kd.data import DigitsDataModule
 from lightning_kd.losses import KD
+from lightning_kd.strategies import FrozenApartPolicy
 
 BATCH_SIZE = 32
 VAL_BATCH_SIZE = 64
 IMAGE_SIZE = 16
+BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
-def state_hash(module: torch.nn.Module) -> str:
+class CPUFSDPStrategy(FSDPStrategy):
+    """Lightning's FSDPStrategy on CPU processes (gloo), to test the sharding layout without GPUs.
+
+    Lightning 2.6 refuses ``strategy="fsdp"`` without CUDA (``ValueError: The strategy `fsdp` requires a GPU
+    accelerator``); the check applies to the ``FSDPStrategy`` class itself, so a subclass runs the same code.
+    torch's FSDP then needs ``device_id=cpu`` to accept CPU parameters (``RuntimeError: FSDP needs a non-CPU
+    accelerator device``), which Lightning does not pass: the model is wrapped here with it, and Lightning keeps
+    an already wrapped model.
+    """
+
+    def _setup_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        if not any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
+            model = FullyShardedDataParallel(
+                module=model,
+                cpu_offload=self.cpu_offload,
+                mixed_precision=self.mixed_precision_config,
+                sharding_strategy=self.sharding_strategy,
+                device_id=torch.device("cpu"),
+                **self.kwargs,
+            )
+            self.kwargs.pop("auto_wrap_policy", None)  # applied
+        return super()._setup_model(model)
+
+
+def make_strategy(name: str) -> str | Strategy:
+    """``ddp`` as is; ``fsdp``: FSDP on CPU processes with the frozen-apart policy (Lightning's default
+    ``use_orig_params=True``, so optimizer states save as usual)."""
+    if name == "fsdp":
+        return CPUFSDPStrategy(auto_wrap_policy=FrozenApartPolicy(min_num_params=20_000), process_group_backend="gloo")
+    return name
+
+
+def fsdp_units(model: torch.nn.Module) -> dict[str, list[str]]:
+    """Each FSDP unit's module path and the parameter names flattened into its ``FlatParameter``."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    units = {}
+    for path, module in model.named_modules():
+        if isinstance(module, FullyShardedDataParallel) and module._handle is not None:
+            prefix = path.replace("_fsdp_wrapped_module.", "").replace("_fsdp_wrapped_module", "")
+            names = [name.replace("_fsdp_wrapped_module.", "") for name in module._handle.flat_param._fqns]
+            units[prefix] = [f"{prefix}.{name}" if prefix else name for name in names]
+    return units
+
+
+def full_state_dict(trainer: Trainer, pl_module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The whole module's state on every process (under FSDP: gathered from the shards, a collective)."""
+    from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    model = trainer.strategy.model
+    if isinstance(model, FSDP):
+        config = FullStateDictConfig(offload_to_cpu=True, rank0_only=False)
+        with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT, config):
+            return dict(model.state_dict())
+    return dict(pl_module.state_dict())
+
+
+def sub_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries under ``prefix.`` with the prefix removed."""
+    return {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
+
+
+def state_hash(module: torch.nn.Module | dict[str, torch.Tensor]) -> str:
     """SHA-256 over every tensor of a state dict (names, dtypes and raw bytes), in key order."""
     digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
+    state = module if isinstance(module, dict) else module.state_dict()
+    for name, tensor in state.items():
         digest.update(name.encode())
         digest.update(str(tensor.dtype).encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -53,18 +123,24 @@ class RankRecorder(Callback):
         self.epochs.append({k: float(trainer.callback_metrics[k]) for k in keys if k in trainer.callback_metrics})
 
     def on_fit_end(self, trainer, pl_module) -> None:
+        state = full_state_dict(trainer, pl_module)
         record = {
             "rank": trainer.global_rank,
             "world_size": trainer.world_size,
-            "teacher_sha": state_hash(pl_module.teacher),
-            "student_sha": state_hash(pl_module.student),
+            "teacher_sha": state_hash(sub_state(state, "teacher")),
+            "student_sha": state_hash(sub_state(state, "student")),
+            # without BatchNorm running statistics, which FSDP (unlike DDP) leaves per process
+            "student_params_sha": state_hash(
+                {k: v for k, v in sub_state(state, "student").items() if not k.endswith(BN_BUFFERS)}
+            ),
             "teacher_requires_grad": any(p.requires_grad for p in pl_module.teacher.parameters()),
             "teacher_training": any(m.training for m in pl_module.teacher.modules()),
             "epochs": self.epochs,
+            "fsdp_units": fsdp_units(trainer.strategy.model),
         }
         (self.out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
         if trainer.global_rank == 0:
-            torch.save(pl_module.student.state_dict(), self.out / "student_final.pt")
+            torch.save(sub_state(state, "student"), self.out / "student_final.pt")
 
 
 def main(out: Path, teacher_weights: str, val_fraction: float, strategy: str = "ddp") -> None:
@@ -83,7 +159,7 @@ def main(out: Path, teacher_weights: str, val_fraction: float, strategy: str = "
     trainer = Trainer(
         accelerator="cpu",
         devices=2,
-        strategy=strategy,
+        strategy=make_strategy(strategy),
         max_epochs=2,
         limit_train_batches=10,
         log_every_n_steps=1,
