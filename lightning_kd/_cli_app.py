@@ -6,7 +6,9 @@ On top of Lightning's CLI:
 * run folders (:mod:`lightning_kd.run_folders`): every ``fit`` gets a new versioned folder and updates ``latest``;
   ``validate`` / ``test`` / ``predict`` of a checkpoint inside a run folder log to ``<run>/<stage>_K/``;
 * with ``--ckpt_path`` the given config and command line are the whole truth; the checkpoint provides weights
-  and training state only (Lightning would merge the checkpoint's saved settings over the command line);
+  and training state only (Lightning would merge the checkpoint's saved settings over the command line); only
+  when no model is configured at all is it rebuilt from the checkpoint's record
+  (:mod:`lightning_kd._model_from_checkpoint`);
 * the top-level ``--optimizer`` / ``--lr_scheduler`` are routed into ``model.init_args.optimizer`` /
   ``model.init_args.lr_scheduler``, so they only ever see the module's trainable parameters;
 * a rich progress bar (unless the config turns the progress bar off) and a one-line summary after ``fit``;
@@ -16,6 +18,7 @@ On top of Lightning's CLI:
 from __future__ import annotations
 
 import importlib
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ from typing_extensions import override
 import lightning_kd.data
 import lightning_kd.losses
 import lightning_kd.module  # noqa: F401
+from lightning_kd._model_from_checkpoint import with_model_from_checkpoint
 from lightning_kd.run_folders import find_run_folder, next_stage_folder, update_latest
 
 #: checkpoint key under which the CLI records the data the model was trained on (class count, normalization)
@@ -39,7 +43,8 @@ DATA_RECORD_KEY = "lightning_kd_data"
 
 _PRECEDENCE = (
     "Settings come from --config files and flags, later ones winning; with --ckpt_path the checkpoint supplies "
-    "only the weights and the training state, never settings."
+    "only the weights and the training state, never settings (only when no model is configured at all is the model "
+    "rebuilt from the checkpoint's record)."
 )
 SUBCOMMAND_DESCRIPTIONS = {
     "fit": "Train the model. Each run writes a new run folder runs/<group>/<name>/version_N/ (config.yaml, "
@@ -80,6 +85,15 @@ class KDLightningCLI(LightningCLI):
     @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+
+    @override
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # `test --ckpt_path X` with no model configured at all: the model comes from X's record
+        if args is None:
+            sys.argv[1:] = with_model_from_checkpoint(sys.argv[1:])
+        elif isinstance(args, list):
+            args = with_model_from_checkpoint(args)
+        super().parse_arguments(parser, args)
 
     @override
     def _parse_ckpt_path(self) -> None:

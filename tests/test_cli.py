@@ -18,6 +18,7 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from lightning_kd import DistillationModule
 from lightning_kd._cli_app import KDLightningCLI, run_cli
+from lightning_kd._model_from_checkpoint import model_config_from_record
 from lightning_kd.cli import DEBUG_ENV, TOOLS, TRAINER_SUBCOMMANDS, main, top_level_help
 from lightning_kd.data import DigitsDataModule
 from lightning_kd.losses import KD
@@ -148,6 +149,28 @@ def test_checkpoint_tests_without_its_teacher_and_the_command_line_wins(workdir,
     assert cli.model.hparams["teacher_weights"] == str(moved.resolve())
     assert torch.equal(cli.model.teacher.fc.weight, torch.load(moved, weights_only=True)["fc.weight"])
     assert "test/acc1" in cli.trainer.callback_metrics
+
+    # no model configured at all: the model is rebuilt from the checkpoint's record (the teacher file is missing)
+    data = ["--data=DigitsDataModule", "--data.init_args.image_size=16", "--trainer.limit_test_batches=1"]
+    with pytest.warns(PossibleUserWarning, match="does not exist"):
+        cli = run_cli(["test", *data, "--trainer.logger=false", f"--ckpt_path={ckpt}"])
+    assert isinstance(cli.model, DistillationModule)
+    assert (cli.model.loss.kd_weight, cli.model.loss.standardize) == (9.0, True)
+    assert not cli.model.teacher_available
+    assert "test/acc1" in cli.trainer.callback_metrics
+
+
+def test_a_record_of_networks_given_as_modules_needs_a_model_config():
+    record = {"student_class": "my.Net", "teacher_class": "my.Big", "loss.class_path": "lightning_kd.losses.KD"}
+    with pytest.raises(ValueError, match=r"given as modules \(student_class, teacher_class\).*--config"):
+        model_config_from_record(record, "x.ckpt")
+    config = model_config_from_record(
+        {"model": "resnet8", "num_classes": 10, "optimizer.class_path": "torch.optim.SGD", "optimizer.lr": 0.1}
+    )
+    assert config == {
+        "class_path": "lightning_kd.ClassificationModule",
+        "init_args": {"model": "resnet8", "optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1}}},
+    }
 
 
 def test_lightning_still_merges_checkpoint_settings_through_the_overridden_method():
