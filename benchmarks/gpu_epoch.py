@@ -9,11 +9,13 @@ KD + logit standardization (T 2, CE 0.1, KD 9), SGD (lr 0.05, momentum 0.9, wd 5
 2. ``default``: ``DistillationModule`` + ``CIFAR100DataModule(num_workers=8)`` under ``Trainer.fit``, 32-true,
    CSV logger (the default config);
 3. ``fast``: the settings of ``configs/cifar100/fast.yaml``: ``device_augment=True`` (uint8 batches augmented
-   on the GPU, ``num_workers=0``), ``bf16-mixed``, ``cuda_graph=True``, cuDNN autotuning (``benchmark``);
-   ``fast_channels_last`` adds ``channels_last=True``; ``fast_eager`` is ``fast`` without the CUDA graph (to see
-   what the graph adds);
+   on the GPU, ``num_workers=0``), ``bf16-mixed``, ``cuda_graph=True``, ``channels_last=True``, cuDNN
+   autotuning (``benchmark``); ``fast_nchw`` is ``fast`` without ``channels_last``, ``fast_eager`` without the
+   CUDA graph (to see what each adds);
 4. ``bare_graph``: the ceiling, :class:`~lightning_kd.cuda_graph.WholeStepGraph` alone on random device
-   batches (bf16, no Lightning, no loader), with the time one (re-)capture takes (``capture_s``);
+   batches (bf16, channels_last, no Lightning, no loader), with the time one (re-)capture takes
+   (``capture_s``); ``bare_graph_nchw`` the same in NCHW. ``fast`` over ``bare_graph`` is what Lightning, the
+   module and the data pipeline cost per step;
 5. ``reference_again``: the reference loop once more, at the end; the two reference rows differ by noise only.
 
 Each measurement runs ``--warmup`` steps (worker start-up, cuDNN autotuning, graph capture), then times
@@ -151,7 +153,7 @@ def _reference_loop(args: argparse.Namespace, device: torch.device) -> float:
     raise AssertionError("unreachable: the loader repeats forever")
 
 
-def bare_graph(args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+def bare_graph(args: argparse.Namespace, device: torch.device, channels_last: bool) -> dict[str, float]:
     """The ceiling: :class:`WholeStepGraph` alone (no Lightning, no loader), bf16, on random device batches.
 
     Also reports what one capture costs (it happens at each epoch start and LR change under ``cuda_graph``).
@@ -159,8 +161,9 @@ def bare_graph(args: argparse.Namespace, device: torch.device) -> dict[str, floa
     if not is_supported(device):
         raise NotImplementedError("needs a CUDA device")
     student, teacher = _networks(args)
-    student.to(device).train()
-    teacher.to(device).eval().requires_grad_(False)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    student.to(device, memory_format=memory_format).train()
+    teacher.to(device, memory_format=memory_format).eval().requires_grad_(False)
     loss, optimizer = _loss(), _sgd(student.parameters())
 
     def step_fn(inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -171,7 +174,7 @@ def bare_graph(args: argparse.Namespace, device: torch.device) -> dict[str, floa
         terms = loss(logits, teacher_logits, targets)
         return {"loss": terms["ce"] + terms["kd"], **terms}
 
-    graph = WholeStepGraph(step_fn, optimizer)
+    graph = WholeStepGraph(step_fn, optimizer, channels_last=channels_last)
     # a pool of random batches, so replays do not read one cached input
     pool = [
         (
@@ -277,10 +280,11 @@ def variants(args: argparse.Namespace, device: torch.device, tmp: str) -> dict[s
     return {
         "reference": lambda: reference_loop(args, device),
         "default": fit("32-true", {"num_workers": args.workers}, {}),
-        "fast": fit("bf16-mixed", fast_data, {"cuda_graph": True}),
-        "fast_channels_last": fit("bf16-mixed", fast_data, {"cuda_graph": True, "channels_last": True}),
-        "fast_eager": fit("bf16-mixed", fast_data, {}),
-        "bare_graph": lambda: _with_cudnn_benchmark(bare_graph, args, device),
+        "fast": fit("bf16-mixed", fast_data, {"cuda_graph": True, "channels_last": True}),
+        "fast_nchw": fit("bf16-mixed", fast_data, {"cuda_graph": True}),
+        "fast_eager": fit("bf16-mixed", fast_data, {"channels_last": True}),
+        "bare_graph": lambda: _with_cudnn_benchmark(bare_graph, args, device, True),
+        "bare_graph_nchw": lambda: _with_cudnn_benchmark(bare_graph, args, device, False),
         # the first row again, last: the spread between the two says what difference is noise
         "reference_again": lambda: reference_loop(args, device),
     }

@@ -17,6 +17,7 @@ EXPECTED = {
     "trainer.precision": "bf16-mixed",
     "trainer.benchmark": True,
     "model.init_args.cuda_graph": True,
+    "model.init_args.channels_last": True,
     "data.init_args.device_augment": True,
     "data.init_args.num_workers": 0,
 }
