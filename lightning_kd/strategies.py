@@ -31,7 +31,7 @@ class FrozenApartPolicy:
 
     * a frozen subtree (all parameters ``requires_grad=False``) whose parent is not frozen, such as the teacher:
       wrapped whole, as one unit whose ``FlatParameter`` has ``requires_grad=False`` and is never gathered for a
-      backward pass; modules inside it are not wrapped on their own by this policy;
+      backward pass; modules inside it are not wrapped on their own by this policy (it is sharded as a whole);
     * a trainable subtree (the student): descended into, and wrapped once it holds at least ``min_num_params``
       parameters that no child unit took (FSDP's size rule, so large students are sharded block by block);
     * a module with both kinds (the distillation module itself, a partly frozen student): descended into and
@@ -65,11 +65,13 @@ class FrozenApartPolicy:
         """FSDP's policy protocol: with ``recurse=True``, whether to descend; else whether to wrap ``module``."""
         kinds = requires_grad_kinds(module)
         if recurse:
-            if True in kinds:  # FSDP asks about a parent before its children: remember its frozen children
+            # FSDP asks about a parent before its children, and only a module it descended into can be wrapped:
+            # descend everywhere, remembering the frozen children of non-frozen modules (the units to make)
+            if True in kinds:
                 self._frozen_roots.update(
                     id(child) for child in module.children() if requires_grad_kinds(child) == {False}
                 )
-            return True in kinds  # take frozen subtrees whole
+            return True
         if kinds == {False}:
             return id(module) in self._frozen_roots
         if kinds == {True}:
