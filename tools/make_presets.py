@@ -409,10 +409,9 @@ def _ctkd_ls(pair: CifarPair) -> CifarRecipe:
             {
                 "t_start": Note(
                     2.0,
-                    "not determinable: the script says t_start 1, t_end 20, but every CTKD+Ours log shows the "
-                    "learned T settling at 2.00-2.03, below which it cannot go only if t_start is about 2 "
-                    "(method.md §2.4). Chosen: t_start 2 (the logs), t_end 20 (the script; only the first "
-                    "epochs see it)",
+                    "not determinable: the script says t_start 1, t_end 20, but every CTKD+Ours log shows the learned "
+                    "T settling at 2.00-2.03, i.e. at a floor t_start of about 2 (method.md §2.4). Chosen: t_start 2 "
+                    "(the logs), t_end 20 (the script; only the first epochs see it)",
                 ),
                 "t_end": 20.0,
                 "lambda_max": Note(0.0, _CTKD_SCHEDULE),
