@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import csv
 import functools
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +25,7 @@ from lightning_kd import DistillationModule
 from lightning_kd.callbacks.rng_state import RandomStateCheckpoint
 from lightning_kd.data import DigitsDataModule
 from lightning_kd.losses import CTKD, KD
+from lightning_kd.models import create_model
 
 EPOCHS = 3
 LOSSES = {
@@ -182,3 +187,95 @@ def test_without_the_random_states_the_resumed_run_differs(tmp_path):
     with pytest.warns(UserWarning, match="written without RandomStateCheckpoint"):
         resumed, _ = _fit(tmp_path, "resumed", "kd", 2, ckpt_path=part_dir / "last.ckpt")
     assert _max_abs_diff(full.student.state_dict(), resumed.student.state_dict()) > 1e-4
+
+
+# ---------------------------------------------------------------- a run killed with SIGTERM
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SIGTERM_CONFIG = """\
+seed_everything: 0
+trainer:
+  accelerator: cpu
+  devices: 1
+  max_epochs: 3
+  limit_train_batches: 20
+  deterministic: true
+  enable_progress_bar: false
+  enable_model_summary: false
+  default_root_dir: {root}/runs/sig/kd
+  logger:
+    class_path: lightning.pytorch.loggers.CSVLogger
+    init_args:
+      save_dir: {root}/runs/sig
+      name: kd
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args:
+        filename: last
+        enable_version_counter: false
+    - class_path: lightning_kd.callbacks.rng_state.RandomStateCheckpoint
+    - class_path: tests.helpers.slow.SlowBatches
+      init_args:
+        seconds: 0.1
+model:
+  class_path: lightning_kd.DistillationModule
+  init_args:
+    student: resnet8
+    teacher: resnet8
+    teacher_weights: {teacher}
+    lr_scheduler: null
+    loss:
+      class_path: lightning_kd.losses.KD
+data:
+  class_path: lightning_kd.data.DigitsDataModule
+  init_args:
+    batch_size: 32
+    image_size: 8
+    max_shift: 2
+"""
+
+
+def _cli(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "lightning_kd", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_sigterm_mid_epoch_then_resume_from_last_checkpoint_completes(tmp_path):
+    teacher = tmp_path / "teacher.pt"
+    torch.manual_seed(1)
+    torch.save(create_model("resnet8", num_classes=10).state_dict(), teacher)
+    config = tmp_path / "sig.yaml"
+    config.write_text(SIGTERM_CONFIG.format(root=tmp_path, teacher=teacher))
+    last = tmp_path / "runs/sig/kd/version_0/checkpoints/last.ckpt"
+
+    run = _cli(["fit", "--config", str(config)])
+    deadline = time.monotonic() + 300
+    while not last.exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert last.exists(), run.communicate()[0][-3000:] if run.poll() is not None else "no checkpoint in time"
+    time.sleep(0.5)  # the file is complete once written (saved to a temporary name, then moved); now mid-epoch 2
+    run.send_signal(signal.SIGTERM)
+    output, _ = run.communicate(timeout=300)
+    stopped = torch.load(last, weights_only=True)
+    assert stopped["epoch"] == 0, "the run was not stopped during epoch 2"
+    assert stopped["global_step"] == 20
+    # Lightning 2.6 stops after the current batch (SIGTERMException) and saves nothing: the epoch-1 file stays
+    assert "Received SIGTERM" in output
+    with open(last.parent.parent / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert not any(row["epoch"] == "1" and row.get("val/acc1") for row in rows)  # epoch 2 never finished
+
+    resumed = _cli(["fit", "--config", str(config), "--ckpt_path", str(last)])
+    output, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, output[-3000:]
+    finished = torch.load(tmp_path / "runs/sig/kd/version_1/checkpoints/last.ckpt", weights_only=True)
+    assert (finished["epoch"], finished["global_step"]) == (2, 60)
+    assert all(torch.isfinite(v).all() for v in finished["state_dict"].values() if v.is_floating_point())
+    # the stopped run's files are untouched by the resumed one
+    assert torch.load(last, weights_only=True)["global_step"] == 20
