@@ -98,7 +98,8 @@ class ClassifierSystem(LightningModule):
 
     With ``cuda_graph=True`` on a CUDA device each training step is one replay of a captured CUDA graph (teacher
     forward, student forward and backward, loss, optimizer update; see :mod:`lightning_kd.cuda_graph`), re-captured
-    at every epoch start and whenever the learning rate changes; elsewhere the step runs eagerly, with a notice.
+    whenever the learning rate changes and, for an epoch-dependent step (DKD's warm-up, CTKD's schedule), at every
+    epoch start; elsewhere the step runs eagerly, with a notice.
     ``channels_last=True`` keeps networks and 4-D inputs in NHWC memory format.
 
     Training logs, every ``trainer.log_every_n_steps`` steps, the mean of the window's steps as
@@ -242,6 +243,11 @@ class ClassifierSystem(LightningModule):
         if not is_supported(device):
             rank_zero_info(f"cuda_graph=True has no effect on {device}: the training step runs eagerly (CUDA only).")
             return
+        if self.trainer.world_size > 1:
+            raise ValueError(
+                f"cuda_graph=True runs on one device; this run has {self.trainer.world_size} processes. Turn "
+                "cuda_graph off for multi-device runs (the collectives of DDP/FSDP are not captured)."
+            )
         if self.trainer.accumulate_grad_batches != 1 or self.trainer.gradient_clip_val:
             raise ValueError(
                 "cuda_graph=True captures one optimizer update per batch: it does not combine with "
@@ -251,6 +257,10 @@ class ClassifierSystem(LightningModule):
         self._graph_active = True
         # the graph holds the optimizer's update; Lightning counts it through ReplayingOptimizer.step
         self.automatic_optimization = False
+
+    def epoch_dependent_step(self) -> bool:
+        """Whether the training step's math changes with the epoch (a CUDA graph is then re-captured each epoch)."""
+        return False
 
     def _format_inputs(self, inputs: Any) -> Any:
         if not self.channels_last:
@@ -269,7 +279,7 @@ class ClassifierSystem(LightningModule):
         # frozen BatchNorm statistics.
         self.network.train()
         self.train_stats.reset(self.global_step)
-        if self._graph is not None:
+        if self._graph is not None and self.epoch_dependent_step():
             self._graph.invalidate()  # epoch-dependent values of the loss (warm-ups, schedules) are baked in
 
     @override

@@ -204,6 +204,12 @@ class DistillationModule(ClassifierSystem):
         return [self.student, self.teacher]
 
     @override
+    def epoch_dependent_step(self) -> bool:
+        # a subclass that extends compute_loss_terms may read the epoch: re-capture to be safe
+        overridden = type(self).compute_loss_terms is not DistillationModule.compute_loss_terms
+        return self.loss.epoch_dependent or overridden
+
+    @override
     def train(self, mode: bool = True) -> DistillationModule:
         super().train(mode)
         # the teacher's BatchNorm statistics and dropout must never switch to training behaviour

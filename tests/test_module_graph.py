@@ -40,14 +40,14 @@ class _EagerBackend(GraphBackend):
         self.fn()
 
 
-def _fit(tmp_path, cuda_graph: bool, max_epochs: int = 3) -> tuple[DistillationModule, Trainer]:
+def _fit(tmp_path, cuda_graph: bool, max_epochs: int = 3, loss=None, schedule: bool = True):
     seed_everything(0)
     module = DistillationModule(
         TinyNet(),
         TinyNet(width=16),
-        KD(temperature=2.0, kd_weight=9.0, standardize=True),
+        loss or KD(temperature=2.0, kd_weight=9.0, standardize=True),
         optimizer=functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9),
-        lr_scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5),
+        lr_scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5) if schedule else None,
         cuda_graph=cuda_graph,
     )
     module.student.dropout.p = 0.0  # the same random numbers are not drawn in the same order by both paths
@@ -75,18 +75,25 @@ def test_cuda_graph_on_cpu_runs_eagerly_with_a_notice(tmp_path, caplog):
     assert trainer.global_step == 5
 
 
-def test_graphed_step_matches_the_eager_trajectory_across_lr_changes(tmp_path, monkeypatch):
-    eager, eager_trainer = _fit(tmp_path / "eager", cuda_graph=False)
-
-    graphs: list[WholeStepGraph] = []
+@pytest.fixture
+def graphs(monkeypatch) -> list[WholeStepGraph]:
+    """Make the module believe it runs on CUDA and give its graphs the eager backend; the graphs built."""
+    built: list[WholeStepGraph] = []
 
     def graph_with_eager_backend(*args, **kwargs) -> WholeStepGraph:
         optimizer = args[1]
-        graphs.append(WholeStepGraph(*args, graph_factory=lambda: _EagerBackend(optimizer), **kwargs))
-        return graphs[-1]
+        built.append(WholeStepGraph(*args, graph_factory=lambda: _EagerBackend(optimizer), **kwargs))
+        return built[-1]
 
     monkeypatch.setattr(system, "is_supported", lambda device: True)
     monkeypatch.setattr(system, "WholeStepGraph", graph_with_eager_backend)
+    return built
+
+
+def test_graphed_step_matches_the_eager_trajectory_across_lr_changes(tmp_path, graphs, monkeypatch):
+    monkeypatch.setattr(system, "is_supported", lambda device: False)
+    eager, eager_trainer = _fit(tmp_path / "eager", cuda_graph=False)
+    monkeypatch.setattr(system, "is_supported", lambda device: True)
     graphed, trainer = _fit(tmp_path / "graphed", cuda_graph=True)
 
     assert not graphed.automatic_optimization
@@ -100,3 +107,14 @@ def test_graphed_step_matches_the_eager_trajectory_across_lr_changes(tmp_path, m
         assert torch.allclose(graphed.student.state_dict()[key].float(), value.float(), atol=1e-5), key
     for name in ("train/loss_epoch", "train/kd_epoch", "train/acc1", "val/acc1"):
         assert torch.allclose(trainer.logged_metrics[name], eager_trainer.logged_metrics[name], atol=1e-5), name
+
+
+class _EpochDependentKD(KD):
+    epoch_dependent = True
+
+
+@pytest.mark.parametrize(("loss", "captures"), [(KD(), 1), (_EpochDependentKD(), 3)], ids=["kd", "epoch-dependent"])
+def test_graph_is_recaptured_each_epoch_only_for_an_epoch_dependent_loss(tmp_path, graphs, loss, captures):
+    _fit(tmp_path, cuda_graph=True, loss=loss, schedule=False)  # constant lr: no re-capture for it
+    (graph,) = graphs
+    assert graph.captures == captures

@@ -189,17 +189,14 @@ def _check_common(config: dict, path: Path, group: str, name: str) -> None:
         "class_path": "lightning.pytorch.loggers.CSVLogger",
         "init_args": {"save_dir": f"runs/{group}", "name": name},
     }
-    callbacks = {cb["class_path"]: cb.get("init_args") for cb in trainer["callbacks"]}
-    assert callbacks == {
-        "lightning.pytorch.callbacks.ModelCheckpoint": {
-            "filename": "best",
-            "monitor": "val/acc1",
-            "mode": "max",
-            "save_last": True,
-        },
-        "lightning.pytorch.callbacks.LearningRateMonitor": {"logging_interval": "epoch"},
-        "lightning_kd.callbacks.LogitStatistics": None,
-    }
+    callbacks = [(cb["class_path"], cb.get("init_args")) for cb in trainer["callbacks"]]
+    assert callbacks == [
+        ("lightning.pytorch.callbacks.ModelCheckpoint", {"filename": "best", "monitor": "val/acc1", "mode": "max"}),
+        # every epoch's end state: Lightning 2.6's save_last only follows the monitored callback's saves
+        ("lightning.pytorch.callbacks.ModelCheckpoint", {"filename": "last", "enable_version_counter": False}),
+        ("lightning.pytorch.callbacks.LearningRateMonitor", {"logging_interval": "epoch"}),
+        ("lightning_kd.callbacks.LogitStatistics", None),
+    ]
     assert config["model"]["class_path"] == "lightning_kd.DistillationModule"
     assert config["model"]["init_args"]["optimizer"]["init_args"]["momentum"] == 0.9
     assert config["model"]["init_args"]["lr_scheduler"]["class_path"] == "torch.optim.lr_scheduler.MultiStepLR"

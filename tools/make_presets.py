@@ -202,7 +202,15 @@ def callbacks() -> list[Tree]:
     return [
         {
             "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-            "init_args": {"filename": "best", "monitor": "val/acc1", "mode": "max", "save_last": True},
+            "init_args": {"filename": "best", "monitor": "val/acc1", "mode": "max"},
+        },
+        {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": Note(
+                {"filename": "last", "enable_version_counter": False},
+                "last.ckpt: every epoch's end state, for resuming (Lightning 2.6's save_last follows the monitored "
+                "callback, so it lags behind after an epoch that does not improve)",
+            ),
         },
         {
             "class_path": "lightning.pytorch.callbacks.LearningRateMonitor",

@@ -3,8 +3,6 @@
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 from typing_extensions import override
@@ -116,6 +114,10 @@ class DigitsDataModule(BaseDataModule):
         """Load, split, upsample and normalize the digits on first use; return the (mean, std) statistics."""
         if self._stats is not None:
             return self._stats
+        # imported here: scikit-learn costs about 0.3 s, which every CLI start would pay otherwise
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
         digits = load_digits()
         labels = digits.target
         self.train_indices, self.val_indices = train_test_split(

@@ -26,6 +26,9 @@ class DistillationLoss(nn.Module, ABC):
 
     #: views of each training image the loss takes: 1 (logits tensors) or 2 (tuples ``(weak, strong)``)
     num_views: ClassVar[int] = 1
+    #: whether the terms depend on ``epoch`` (a warm-up, a schedule): a CUDA-graphed step is re-captured at every
+    #: epoch start for such a loss, since the graph bakes in Python numbers
+    epoch_dependent: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -60,7 +63,8 @@ class DistillationLoss(nn.Module, ABC):
         for key, value in kwargs.items():
             if not isinstance(value, (bool, int, float, str, type(None), list, tuple)):
                 raise TypeError(f"Loss hyperparameter {key!r} must be a primitive, got {type(value).__name__}.")
-        self._hparams = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
+        # merged, so a subclass records its own arguments after its base's
+        self._hparams.update({k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()})
 
     def _check_inputs(self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor) -> None:
         """Validate shapes (free) and target values (CPU always; accelerators only on the first batch)."""

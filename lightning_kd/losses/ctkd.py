@@ -73,6 +73,9 @@ class CTKD(DistillationLoss):
         (['ce', 'kd'], ['theta'])
     """
 
+    #: the gradient-reversal lambda follows a per-epoch cosine schedule
+    epoch_dependent = True
+
     def __init__(
         self,
         t_start: float = 1.0,

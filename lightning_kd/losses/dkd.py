@@ -54,6 +54,9 @@ class DKD(DistillationLoss):
         ['ce', 'nckd', 'tckd']
     """
 
+    #: the warm-up factor min(epoch / warmup, 1) changes with the epoch
+    epoch_dependent = True
+
     def __init__(
         self,
         alpha: float = 1.0,
