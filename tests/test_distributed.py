@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from lightning_kd.data import DigitsDataModule
 from lightning_kd.models import create_model
@@ -104,3 +105,49 @@ def test_teacher_val_acc1_is_the_same_on_both_ranks_and_exact(ddp_run, val_data)
     best = [[epoch["val/acc1_best"] for epoch in rank["epochs"]] for rank in _ranks(out)]
     assert best[0] == best[1]
     assert best[0][-1] == max(epoch["val/acc1"] for epoch in _ranks(out)[0]["epochs"])
+
+
+# ---------------------------------------------------------------- the strategy overlays
+
+
+@pytest.mark.parametrize(
+    ("overlay", "strategy_class"),
+    [("configs/strategy/ddp.yaml", "DDPStrategy"), ("configs/strategy/fsdp.yaml", "FSDPStrategy")],
+)
+def test_strategy_overlays_build_their_strategy(overlay, strategy_class):
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch import strategies
+
+    from lightning_kd.strategies import FrozenApartPolicy
+
+    trainer = yaml.safe_load((ROOT / overlay).read_text())["trainer"]
+    assert trainer["devices"] == "auto"
+    parser = ArgumentParser()
+    parser.add_subclass_arguments(strategies.Strategy, "strategy")
+    strategy = parser.instantiate_classes(parser.parse_object({"strategy": trainer["strategy"]})).strategy
+    assert type(strategy).__name__ == strategy_class
+    if strategy_class == "FSDPStrategy":
+        assert isinstance(strategy.kwargs["auto_wrap_policy"], FrozenApartPolicy)
+    else:
+        assert strategy._ddp_kwargs["find_unused_parameters"] is False
+
+
+def test_ddp_overlay_merges_over_a_preset(capsys):
+    from lightning_kd.cli import main as cli_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(
+            [
+                "fit",
+                "--config",
+                str(ROOT / "configs/demo/kd.yaml"),
+                "--config",
+                str(ROOT / "configs/strategy/ddp.yaml"),
+                "--print_config",
+            ]
+        )
+    assert exit_info.value.code in (0, None)
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["trainer"]["strategy"]["class_path"] == "lightning.pytorch.strategies.DDPStrategy"
+    assert config["trainer"]["devices"] == "auto"
+    assert config["model"]["class_path"] == "lightning_kd.DistillationModule"  # the preset is kept

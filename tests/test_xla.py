@@ -154,3 +154,28 @@ def test_distillation_steps_on_an_xla_device(monkeypatch):
     for name in ("train/loss_epoch", "train/kd_epoch", "train/ce_epoch", "val/acc1", "teacher/val_acc1"):
         assert torch.isfinite(torch.tensor(xla_metrics[name]))
         assert xla_metrics[name] == pytest.approx(cpu_metrics[name], rel=1e-3, abs=1e-4), name
+
+
+def test_tpu_overlay_merges_over_a_preset(capsys):
+    import yaml
+
+    from lightning_kd.cli import main as cli_main
+
+    root = PACKAGE.parent
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(
+            [
+                "fit",
+                "--config",
+                str(root / "configs/demo/kd.yaml"),
+                "--config",
+                str(root / "configs/tpu.yaml"),
+                "--print_config",
+            ]
+        )
+    assert exit_info.value.code in (0, None)
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["trainer"]["accelerator"] == "tpu"
+    assert config["trainer"]["precision"] in ("32-true", "16-true", "bf16-true")  # Lightning's XLA precisions
+    assert config["data"]["init_args"]["drop_last"] is True
+    assert config["data"]["class_path"] == "lightning_kd.data.DigitsDataModule"  # the preset is kept
