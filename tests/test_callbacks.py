@@ -226,3 +226,24 @@ def test_real_fit_logs_statistics_of_the_validation_set(tmp_path: Path):
     events = EventAccumulator(str(tmp_path / "tb" / "version_0"), size_guidance={"histograms": 0}).Reload()
     assert "logits_hist/student_temperature" in events.Tags()["histograms"]
     assert [e.histogram_value.num for e in events.Histograms("logits_hist/teacher_std")] == [16.0, 16.0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_batch_update_does_not_synchronize_with_the_host():
+    callback = LogitStatistics(histogram_samples=8)
+    callback.on_validation_epoch_start(None, None)
+    batches = [(s.to("cuda"), t.to("cuda")) for s, t in _batches()]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any device-to-host synchronization raises
+    try:
+        for s, t in batches:
+            outputs = {"student_logits": s, "teacher_logits": t, "targets": None}
+            callback.on_validation_batch_end(_fake_trainer(), _Recorder(), outputs, None, 0)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    module = _Recorder(loss=KD(temperature=2.0, standardize=True))
+    callback.on_validation_epoch_end(_fake_trainer(), module)
+    student = torch.cat([s for s, _ in batches]).cpu()
+    teacher = torch.cat([t for _, t in batches]).cpu()
+    for name, value in _expected(student, teacher, 2.0).items():
+        assert module.logged[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
