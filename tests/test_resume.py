@@ -59,8 +59,7 @@ class _BestAtStart(Callback):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if self.best is None:
-            tracker = pl_module.val_acc1_best
-            self.best = float(tracker.max_value) if tracker.update_count else float("nan")
+            self.best = float(pl_module.val_acc1_best.max_value)  # -inf when nothing was tracked
 
 
 def _module(loss: str) -> DistillationModule:
