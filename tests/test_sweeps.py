@@ -38,6 +38,14 @@ def test_wandb_sweep_is_the_papers_grid_and_the_plain_loops_default():
             assert (REPO / command[i + 1]).is_file(), command[i + 1]
 
 
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory) -> Path:
+    """Stand-in weights for the sweep preset's resnet32x4 teacher (CIFAR-100)."""
+    path = tmp_path_factory.mktemp("teacher") / "resnet32x4.pth"
+    torch.save(create_model("resnet32x4", num_classes=100).state_dict(), path)
+    return path
+
+
 def _agent_command(sweep: dict, values: dict[str, float]) -> list[str]:
     """The command line a W&B agent runs for one grid point (wandb's own expansion of the ${...} macros)."""
     from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
@@ -48,14 +56,12 @@ def _agent_command(sweep: dict, values: dict[str, float]) -> list[str]:
 
 
 @pytest.mark.parametrize(("temperature", "kd_weight"), [(2.0, 3.0), (3.0, 15.0)])
-def test_wandb_sweep_command_parses_through_the_cli(tmp_path, monkeypatch, temperature, kd_weight):
+def test_wandb_sweep_command_parses_through_the_cli(tmp_path, monkeypatch, teacher, temperature, kd_weight):
     pytest.importorskip("wandb")
     command = _agent_command(_sweep(), {TEMPERATURE_KEY: temperature, KD_WEIGHT_KEY: kd_weight})
     assert command[:3] == ["/usr/bin/env", "lightning-kd", "fit"]
     assert f"--{TEMPERATURE_KEY}={temperature}" in command
     # the preset's teacher file and data are not here: point them at local stand-ins
-    teacher = tmp_path / "teacher.pth"
-    torch.save(create_model("resnet32x4", num_classes=100).state_dict(), teacher)
     stand_ins = [f"--model.init_args.teacher_weights={teacher}", f"--data.init_args.data_dir={tmp_path}"]
     monkeypatch.chdir(REPO)  # the agent runs from the repository root
     cli = KDLightningCLI(
@@ -87,10 +93,19 @@ def test_markdown_table_marks_the_best_point():
     assert "| 2 | 9 | 50.00 | 40.00 | runs/a/version_0 |" in table
 
 
-def test_plain_loop_runs_each_point_through_the_cli_on_the_digits(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def one_thread():
+    """Tiny networks run as fast on one thread, and the test suite shares the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_plain_loop_runs_each_point_through_the_cli_on_the_digits(tmp_path, monkeypatch, capsys, one_thread):
     monkeypatch.chdir(tmp_path)  # the preset's relative run folders land under tmp
-    teacher = tmp_path / "teacher.pth"
-    torch.save(create_model("resnet20", num_classes=10).state_dict(), teacher)
+    teacher_file = tmp_path / "teacher.pth"
+    torch.save(create_model("resnet20", num_classes=10).state_dict(), teacher_file)
     out = tmp_path / "sweep"
     code = main(
         [
@@ -107,8 +122,8 @@ def test_plain_loop_runs_each_point_through_the_cli_on_the_digits(tmp_path, monk
             "--trainer.max_epochs=2",
             "--trainer.limit_train_batches=2",
             "--trainer.limit_val_batches=2",
-            "--data.init_args.image_size=16",
-            f"--model.init_args.teacher_weights={teacher}",
+            "--data.init_args.image_size=8",
+            f"--model.init_args.teacher_weights={teacher_file}",
         ]
     )
     assert code == 0
