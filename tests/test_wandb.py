@@ -102,12 +102,15 @@ def offline_wandb(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny networks run as fast on one thread, and the test suite shares the CPU
     # wandb's background service resolves relative paths (the preset's `save_dir: runs`) against its own working
     # directory: start a fresh one for this test, in the test's directory
     wandb.teardown()
     yield tmp_path
     wandb.finish()  # Lightning leaves the run open; a later test must not log into it
     wandb.teardown()
+    torch.set_num_threads(threads)
 
 
 LOSS_TERMS = {f"train/{term}_{when}" for term in ("loss", "ce", "kd") for when in ("step", "epoch")}
@@ -178,7 +181,7 @@ def test_cli_preset_plus_wandb_yaml_logs_to_csv_and_wandb(offline_wandb, monkeyp
         "--trainer.limit_train_batches=2",
         "--trainer.limit_val_batches=2",
         "--trainer.log_every_n_steps=1",
-        "--data.init_args.image_size=16",
+        "--data.init_args.image_size=8",
         f"--model.init_args.teacher_weights={teacher}",
     ]
     main(["fit", *args])
