@@ -107,7 +107,7 @@ def resnet8_weights(tmp_path) -> Path:
 def test_teacher_checkpoint_of_another_architecture(resnet8_weights):
     with pytest.raises(
         CheckpointMismatchError,
-        match=r"(?s)does not match the model.*missing keys \(36\).*model name matches the architecture",
+        match=r"(?s)Model 'resnet14' \(num_classes=10\): .*does not match.*missing keys \(36\).*model name matches",
     ):
         DistillationModule("resnet8", "resnet14", KD(), num_classes=10, teacher_weights=str(resnet8_weights))
 

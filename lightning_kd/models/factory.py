@@ -7,7 +7,7 @@ import os
 from torch import nn
 
 from lightning_kd.models._registry import get_model_factory
-from lightning_kd.models.checkpoint import load_weights
+from lightning_kd.models.checkpoint import CheckpointMismatchError, load_weights
 from lightning_kd.models.external import (
     TIMM_PREFIX,
     TORCHVISION_PREFIX,
@@ -91,7 +91,11 @@ def create_model(name: str, num_classes: int = 100, weights: str | None = None) 
         model = get_model_factory(name)(num_classes=num_classes)
 
     if weights is not None and not library_spec:
-        load_weights(model, weights, strict=True)
+        try:
+            load_weights(model, weights, strict=True)
+        except CheckpointMismatchError as err:
+            # the loader knows only the network's class (CifarResNet for every CIFAR ResNet): name the model asked for
+            raise CheckpointMismatchError(f"Model {name!r} (num_classes={num_classes}): {err}") from None
     return model
 
 
