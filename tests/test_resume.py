@@ -258,7 +258,7 @@ def test_sigterm_mid_epoch_then_resume_from_last_checkpoint_completes(tmp_path):
     while not last.exists() and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert last.exists(), run.communicate()[0][-3000:] if run.poll() is not None else "no checkpoint in time"
-    time.sleep(0.5)  # the file is complete once written (saved to a temporary name, then moved); now mid-epoch 2
+    time.sleep(0.5)  # the checkpoint is written whole from memory; the run is now in epoch 2 (>= 2 s of batches)
     run.send_signal(signal.SIGTERM)
     output, _ = run.communicate(timeout=300)
     stopped = torch.load(last, weights_only=True)
