@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
+from torch.nn.modules.module import _IncompatibleKeys
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
@@ -132,6 +133,7 @@ class ClassifierSystem(LightningModule):
         self.test_acc1 = _accuracy(num_classes, 1)
         self.test_acc5 = _accuracy(num_classes, 5)
         self.val_acc1_best = MaxMetric()
+        self.val_acc1_best.persistent(True)  # a resumed run continues the best-so-far, it does not restart it
 
     @property
     def network(self) -> nn.Module:
@@ -212,6 +214,28 @@ class ClassifierSystem(LightningModule):
             raise TypeError(f"The hyperparameter record must hold primitives only, got {bad}.")
         self.save_hyperparameters({**extras, **record})
 
+    def optional_state_prefixes(self, state_dict: Mapping[str, Any]) -> tuple[str, ...]:
+        """Prefixes of state a checkpoint may lack: the best-so-far tracker (not saved by older checkpoints)."""
+        return ("val_acc1_best.",)
+
+    @override
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """Load a state dict; state named by :meth:`optional_state_prefixes` may be missing.
+
+        Raises:
+            RuntimeError: with ``strict=True``, naming every other missing key and every unexpected key.
+        """
+        optional = self.optional_state_prefixes(state_dict)
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        missing = [k for k in result.missing_keys if not k.startswith(optional)]
+        unexpected = list(result.unexpected_keys)
+        if strict and (missing or unexpected):
+            raise RuntimeError(
+                f"Error loading the state dict into {type(self).__name__}: missing keys {missing}, unexpected keys "
+                f"{unexpected}. The checkpoint was saved from a different network/loss configuration."
+            )
+        return _IncompatibleKeys(missing, unexpected)
+
     # ------------------------------------------------------------------ training
 
     @override
@@ -267,11 +291,6 @@ class ClassifierSystem(LightningModule):
             return inputs
         convert = lambda x: x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x  # noqa: E731
         return type(inputs)(convert(x) for x in inputs) if isinstance(inputs, (tuple, list)) else convert(inputs)
-
-    @override
-    def on_train_start(self) -> None:
-        # the sanity check may have updated the best-so-far tracker; start from a clean state
-        self.val_acc1_best.reset()
 
     @override
     def on_train_epoch_start(self) -> None:

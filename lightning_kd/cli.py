@@ -68,7 +68,8 @@ def main(args: Sequence[str] | None = None) -> int:
         args: the command line without the program name; ``None`` reads ``sys.argv``.
 
     Returns:
-        The exit status: 0 on success, 2 for a project error (printed as one message on stderr). Parser errors and
+        The exit status: 0 on success, 2 for a project error (printed as one message on stderr), 143 when a run
+        was stopped by SIGTERM (128 + 15, as a shell reports it). Parser errors and
         ``--help`` exit through ``SystemExit`` as usual.
     """
     argv = list(sys.argv[1:] if args is None else args)
@@ -86,6 +87,16 @@ def main(args: Sequence[str] | None = None) -> int:
             sys.argv[1:] = argv  # without --debug; Lightning reads sys.argv itself when not given `args`
         run_cli(None if args is None else argv)
         return 0
+    except SystemExit as err:
+        if not _is_sigterm(err):
+            raise
+        # Lightning stops after the current batch and exits "successfully": tell the scheduler it was interrupted
+        print(
+            "lightning-kd: stopped by SIGTERM; resume with `lightning-kd fit --config ... --ckpt_path "
+            "<run folder>/checkpoints/last.ckpt`",
+            file=sys.stderr,
+        )
+        return 143
     except Exception as err:
         message = project_error(err)
         if message is None or debug:
@@ -93,6 +104,12 @@ def main(args: Sequence[str] | None = None) -> int:
         print(f"lightning-kd: error: {message}", file=sys.stderr)
         print(f"(add --debug or set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
         return 2
+
+
+def _is_sigterm(err: SystemExit) -> bool:
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    return isinstance(err, SIGTERMException)
 
 
 def top_level_help() -> str:

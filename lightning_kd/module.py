@@ -15,7 +15,6 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import Tensor, nn
-from torch.nn.modules.module import _IncompatibleKeys
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
@@ -327,24 +326,12 @@ class DistillationModule(ClassifierSystem):
                 del state[key]
 
     @override
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        """Load a state dict; a checkpoint saved without the teacher keeps the teacher this module already has.
-
-        Raises:
-            RuntimeError: with ``strict=True``, naming every missing (non-teacher) and unexpected key.
-        """
-        has_teacher = any(k.startswith(_TEACHER_PREFIX) for k in state_dict)
-        result = super().load_state_dict(state_dict, strict=False, assign=assign)
-        missing = [k for k in result.missing_keys if has_teacher or not k.startswith(_TEACHER_PREFIX)]
-        unexpected = list(result.unexpected_keys)
-        if strict and (missing or unexpected):
-            raise RuntimeError(
-                f"Error loading the state dict into {type(self).__name__}: missing keys {missing}, unexpected keys "
-                f"{unexpected}. The checkpoint was saved from a different student/loss configuration."
-            )
-        if has_teacher:  # a checkpoint saved with save_teacher=True brings its teacher along
-            self.teacher_available = True
-        return _IncompatibleKeys(missing, unexpected)
+    def optional_state_prefixes(self, state_dict: Mapping[str, Any]) -> tuple[str, ...]:
+        # a checkpoint saved without the teacher keeps the teacher this module already has
+        if any(k.startswith(_TEACHER_PREFIX) for k in state_dict):
+            self.teacher_available = True  # saved with save_teacher=True: it brings its teacher along
+            return super().optional_state_prefixes(state_dict)
+        return (*super().optional_state_prefixes(state_dict), _TEACHER_PREFIX)
 
 
 class ClassificationModule(ClassifierSystem):

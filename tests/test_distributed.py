@@ -18,7 +18,8 @@ from lightning_kd.models.checkpoint import load_weights
 from tests.helpers import ddp_fit
 
 ROOT = Path(__file__).resolve().parents[1]
-VAL_FRACTION = 0.2  # 360 validation images: 180 per rank, not a multiple of the batch of 64 on either rank
+# 361 validation images: 181 + 180 per rank (a padding sampler would repeat one); neither a multiple of the batch
+VAL_FRACTION = 0.2005
 
 
 def _accuracy(model: torch.nn.Module, data: DigitsDataModule) -> tuple[int, int]:
@@ -59,9 +60,11 @@ def val_data() -> DigitsDataModule:
     )
     data.setup("validate")
     n = len(data.val_set)
-    # the set-up this test is about: each rank's last validation batch is a partial one
-    assert n % 2 == 0
+    # the set-up this test is about: the split does not divide evenly between the ranks (a padding sampler would
+    # count one sample twice) and each rank's last validation batch is a partial one
+    assert n % 2 == 1
     assert (n // 2) % ddp_fit.VAL_BATCH_SIZE != 0
+    assert (n // 2 + 1) % ddp_fit.VAL_BATCH_SIZE != 0
     return data
 
 

@@ -65,10 +65,18 @@ class BaseDataModule(LightningDataModule):
         return self._dataloader(self._require(self.test_set, "test", "predict"), train=False)
 
     def _dataloader(self, dataset: Dataset, *, train: bool) -> DataLoader:
+        sampler = None
+        if not train and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Lightning's default DistributedSampler pads the split with repeated samples to an equal share per
+            # process, which biases evaluation metrics; this one gives every sample to exactly one process.
+            from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.val_batch_size,
             shuffle=train,
+            sampler=sampler,
             collate_fn=getattr(dataset, "collate_fn", None),
             num_workers=self.num_workers,
             # Pinning without an accelerator only earns a warning from PyTorch.
