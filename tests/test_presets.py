@@ -196,6 +196,7 @@ def _check_common(config: dict, path: Path, group: str, name: str) -> None:
         ("lightning.pytorch.callbacks.ModelCheckpoint", {"filename": "last", "enable_version_counter": False}),
         ("lightning.pytorch.callbacks.LearningRateMonitor", {"logging_interval": "epoch"}),
         ("lightning_kd.callbacks.LogitStatistics", None),
+        ("lightning_kd.callbacks.RandomStateCheckpoint", None),
     ]
     assert config["model"]["class_path"] == "lightning_kd.DistillationModule"
     assert config["model"]["init_args"]["optimizer"]["init_args"]["momentum"] == 0.9

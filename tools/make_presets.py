@@ -193,7 +193,8 @@ def trainer(group: str, name: str, epochs: Note, *, callbacks: list[Tree]) -> Tr
         "callbacks": Note(
             callbacks,
             "dirpath unset: checkpoints go to the run folder; the reference reports the best epoch's top-1 "
-            "(method.md §3), so best.ckpt is kept beside last.ckpt",
+            "(method.md §3), so best.ckpt is kept beside last.ckpt; RandomStateCheckpoint stores the random states "
+            "in them, so a run resumed from last.ckpt continues the same random stream",
         ),
     }
 
@@ -217,6 +218,7 @@ def callbacks() -> list[Tree]:
             "init_args": {"logging_interval": "epoch"},
         },
         {"class_path": "lightning_kd.callbacks.LogitStatistics"},
+        {"class_path": "lightning_kd.callbacks.RandomStateCheckpoint"},
     ]
 
 
