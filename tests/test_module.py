@@ -253,7 +253,12 @@ def test_classification_module_trains(tmp_path):
     rows = _read_metrics(tmp_path)
     assert {"train/loss_epoch", "train/ce_epoch", "val/acc1", "val/acc1_best"} <= set(rows[0])
     state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
-    assert all(k.startswith("model.") for k in state["state_dict"])
+    # the network under `model.` (so the checkpoint loads as teacher_weights) and the best-so-far tracker, which a
+    # resumed run continues
+    network_keys = {f"model.{k}" for k in module.model.state_dict()}
+    assert set(state["state_dict"]) == network_keys | {"val_acc1_best.max_value"}
+    best = max(float(r["val/acc1"]) for r in rows if r.get("val/acc1"))
+    assert float(state["state_dict"]["val_acc1_best.max_value"]) == pytest.approx(best)
 
 
 def test_no_eval_mode_warning_for_the_teacher_but_for_a_frozen_student_module(tmp_path):
