@@ -156,7 +156,7 @@ def _init_parameters(cls: type) -> set[str]:
 
 
 def init_kwargs_from_record(
-    cls: type, record: Mapping[str, Any], overrides: Mapping[str, Any], objects: dict[str, str]
+    cls: type, record: Mapping[str, Any], overrides: Mapping[str, Any], objects: tuple[str, ...]
 ) -> dict[str, Any]:
     """Constructor keyword arguments of ``cls`` rebuilt from a record; ``overrides`` win.
 
@@ -164,7 +164,7 @@ def init_kwargs_from_record(
         cls: the module class being loaded (a subclass may add arguments).
         record: the checkpoint's ``hyper_parameters``.
         overrides: keyword arguments the caller passed to ``load_from_checkpoint``.
-        objects: the network arguments of ``cls`` and the record key that names them (``{"student": "student"}``).
+        objects: the network arguments of ``cls`` (recorded as ``<arg>`` for a name, ``<arg>_class`` for a module).
 
     Raises:
         ValueError: a network was given as a module when the checkpoint was made and is not in ``overrides``; the

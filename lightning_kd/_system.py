@@ -151,9 +151,9 @@ class ClassifierSystem(LightningModule):
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def record_objects(cls) -> dict[str, str]:
+    def record_objects(cls) -> tuple[str, ...]:
         """Constructor arguments that are networks (rebuilt from a model name in the record)."""
-        return {}
+        return ()
 
     @classmethod
     @override

@@ -180,8 +180,8 @@ class DistillationModule(ClassifierSystem):
 
     @classmethod
     @override
-    def record_objects(cls) -> dict[str, str]:
-        return {"student": "student", "teacher": "teacher"}
+    def record_objects(cls) -> tuple[str, ...]:
+        return ("student", "teacher")
 
     @property
     @override
@@ -386,8 +386,8 @@ class ClassificationModule(ClassifierSystem):
 
     @classmethod
     @override
-    def record_objects(cls) -> dict[str, str]:
-        return {"model": "model"}
+    def record_objects(cls) -> tuple[str, ...]:
+        return ("model",)
 
     @property
     @override
