@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -74,13 +75,21 @@ class CifarVGG(FeatureClassifier):
 
     def forward_intermediates(self, x: Tensor) -> list[Tensor]:
         """Return the five block outputs (after ReLU), as the reference ``feats``."""
-        is_64px = x.shape[2] == 64
         f0 = F.relu(self.block0(x))
         f1 = F.relu(self.block1(F.max_pool2d(f0, 2)))
         f2 = F.relu(self.block2(F.max_pool2d(f1, 2)))
         f3 = F.relu(self.block3(F.max_pool2d(f2, 2)))
-        f4 = F.relu(self.block4(F.max_pool2d(f3, 2) if is_64px else f3))
+        f4 = F.relu(self.block4(_pool_if_64px(f3, x)))
         return [f0, f1, f2, f3, f4]
+
+
+def _pool_if_64px(features: Tensor, image: Tensor) -> Tensor:
+    """The reference pools before the last block only for 64x64 inputs (32x32 CIFAR images keep 2x2 maps)."""
+    return F.max_pool2d(features, 2) if image.shape[2] == 64 else features
+
+
+# a leaf call for torch.fx (fold_batchnorm traces the network): the branch reads the input's size
+torch.fx.wrap("_pool_if_64px")
 
 
 @register_model

@@ -1,0 +1,209 @@
+"""BatchNorm folding for the frozen teacher: ``fold_batchnorm`` on the whole zoo and ``fold_teacher_bn`` in a fit."""
+
+from __future__ import annotations
+
+import collections
+import copy
+import csv
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from lightning.pytorch import Callback, Trainer, seed_everything
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.strategies import FSDPStrategy
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from lightning_kd import DistillationModule
+from lightning_kd.losses import KD
+from lightning_kd.models import create_model, list_models
+from lightning_kd.models.fold import count_batchnorms, fold_batchnorm
+from tests.helpers.tiny import TinyNet, separable_loaders
+
+
+def _randomize_batchnorms(network: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm non-trivial statistics and affine parameters, so a wrong fold shows in the outputs."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in network.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+    return network
+
+
+def _max_relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / a.abs().max()).item()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_fold_batchnorm_gives_the_same_logits_for_every_zoo_model(name):
+    torch.manual_seed(0)
+    model = _randomize_batchnorms(create_model(name, num_classes=100)).eval()
+    before = copy.deepcopy(model.state_dict())
+    folded = fold_batchnorm(model)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert _max_relative_error(model(x), folded(x)) < 1e-5
+    # WRN's blocks are pre-activation (BatchNorm before the convolution): only those after a convolution fold
+    left = count_batchnorms(folded)
+    assert left < count_batchnorms(model)
+    if not name.startswith("wrn"):
+        assert left == 0
+    assert not folded.training
+    assert not any(p.requires_grad for p in folded.parameters())
+    after = model.state_dict()  # the original is untouched
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_vgg_still_pools_before_the_last_block_on_64px_inputs_once_traced():
+    torch.manual_seed(0)
+    model = _randomize_batchnorms(create_model("vgg8", num_classes=10)).eval()
+    folded = fold_batchnorm(model)
+    with torch.no_grad():
+        for size in (32, 64):
+            x = torch.randn(2, 3, size, size)
+            assert _max_relative_error(model(x), folded(x)) < 1e-5
+
+
+class _OpCounter(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _ops(network: nn.Module, x: torch.Tensor) -> collections.Counter[str]:
+    with torch.no_grad(), _OpCounter() as counter:
+        network(x)
+    return counter.ops
+
+
+def test_folded_teacher_dispatches_no_batchnorm_and_fewer_ops():
+    teacher = create_model("resnet32x4", num_classes=100).eval()
+    x = torch.randn(1, 3, 32, 32)
+    plain, folded = _ops(teacher, x), _ops(fold_batchnorm(teacher), x)
+    assert sum(n for op, n in plain.items() if "batch_norm" in op) == 34
+    assert not any("batch_norm" in op for op in folded)
+    assert folded["convolution"] == plain["convolution"]
+    assert sum(folded.values()) <= sum(plain.values()) - 34
+
+
+def test_fold_keeps_dtype_memory_format_and_device():
+    model = _randomize_batchnorms(create_model("resnet8", num_classes=10)).eval()
+    model = model.to(dtype=torch.float64, memory_format=torch.channels_last)
+    folded = fold_batchnorm(model)
+    conv = next(m for m in folded.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.dtype == torch.float64
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        assert _max_relative_error(model(x), folded(x)) < 1e-5  # folded in float32, then cast back
+
+
+class _ValueBranch(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn(self.conv(x))
+        return x if x.sum() > 0 else -x  # branches on a value: not traceable
+
+
+def test_an_untraceable_network_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"_ValueBranch.*fold_teacher_bn to false"):
+        fold_batchnorm(_ValueBranch().eval())
+
+
+# --- the module option ---------------------------------------------------------------------------------------
+
+
+class _Probe(Callback):
+    """The network the module runs as its teacher, at every training batch."""
+
+    def __init__(self) -> None:
+        self.networks: list[nn.Module] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.networks.append(pl_module.teacher_network())
+
+
+def _fit(tmp_path: Path, fold: bool) -> tuple[DistillationModule, list[dict[str, str]], _Probe]:
+    seed_everything(0)
+    teacher = _randomize_batchnorms(TinyNet(width=16), seed=1)
+    module = DistillationModule(
+        TinyNet(),
+        teacher,
+        KD(temperature=2.0, kd_weight=9.0, standardize=True),
+        lr_scheduler=None,
+        fold_teacher_bn=fold,
+    )
+    train, val = separable_loaders(n=64, batch_size=16)
+    probe = _Probe()
+    trainer = Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        default_root_dir=tmp_path,
+        logger=CSVLogger(tmp_path, name="logs", version=0),
+        callbacks=[probe],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
+    trainer.fit(module, train, val)
+    with open(tmp_path / "logs" / "version_0" / "metrics.csv") as f:
+        return module, list(csv.DictReader(f)), probe
+
+
+def _column(rows: list[dict[str, str]], name: str) -> list[float]:
+    return [float(r[name]) for r in rows if r.get(name)]
+
+
+def test_fit_with_a_folded_teacher_follows_the_unfolded_run(tmp_path):
+    folded, folded_rows, probe = _fit(tmp_path / "folded", fold=True)
+    plain, plain_rows, _ = _fit(tmp_path / "plain", fold=False)
+    for name in ("train/loss_step", "train/kd_step", "val/acc1", "teacher/val_acc1"):
+        assert _column(folded_rows, name) == pytest.approx(_column(plain_rows, name), rel=1e-4), name
+    for key, value in plain.student.state_dict().items():
+        torch.testing.assert_close(folded.student.state_dict()[key], value, rtol=1e-4, atol=1e-5)
+    # one folded copy for the whole fit, and never part of the module's state or record of networks
+    assert len({id(n) for n in probe.networks}) == 1
+    assert probe.networks[0] is not folded.teacher
+    assert count_batchnorms(probe.networks[0]) == 0
+    assert folded.state_dict().keys() == plain.state_dict().keys()
+    assert folded.hparams["fold_teacher_bn"] is True
+    assert plain.hparams["fold_teacher_bn"] is False
+    assert plain.teacher_network() is plain.teacher
+
+
+def test_validate_rebuilds_the_folded_copy_from_the_current_teacher_weights(tmp_path):
+    module = DistillationModule(TinyNet(), TinyNet(width=16), KD(temperature=4.0), fold_teacher_bn=True)
+    _, val = separable_loaders(n=32, batch_size=16)
+    trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    x = torch.randn(4, 3, 8, 8)
+    trainer.validate(module, val)
+    first = module.teacher_network()
+    _randomize_batchnorms(module.teacher, seed=3)  # e.g. other teacher weights loaded between runs
+    with torch.no_grad():
+        assert _max_relative_error(module.teacher(x), first(x)) > 1e-3  # the old copy is stale
+        trainer.validate(module, val)
+        assert _max_relative_error(module.teacher(x), module.teacher_network()(x)) < 1e-5
+
+
+def test_fold_teacher_bn_refuses_fsdp():
+    # Lightning 2.6 builds an FSDP Trainer only on CUDA; the check reads the strategy alone
+    module = DistillationModule(TinyNet(), TinyNet(width=16), KD(temperature=4.0), fold_teacher_bn=True)
+    module.trainer = SimpleNamespace(strategy=FSDPStrategy())
+    with pytest.raises(ValueError, match="fold_teacher_bn=True does not combine with FSDP"):
+        module.on_test_start()
