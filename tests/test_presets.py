@@ -20,6 +20,7 @@ import yaml
 
 from lightning_kd.cli import KDLightningCLI
 from lightning_kd.models import create_model
+from lightning_kd.models.fold import count_batchnorms
 from tests.helpers.fake_data import write_fake_cifar100, write_fake_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -203,6 +204,7 @@ def _check_common(config: dict, path: Path, group: str, name: str) -> None:
     assert config["model"]["init_args"]["lr_scheduler"]["class_path"] == "torch.optim.lr_scheduler.MultiStepLR"
     assert config["model"]["init_args"]["lr_scheduler"]["init_args"]["gamma"] == 0.1
     assert config["model"]["init_args"]["save_teacher"] is False
+    assert config["model"]["init_args"]["fold_teacher_bn"] is True
     assert config["seed_everything"] == 0
     assert all(len(line) <= 120 for line in path.read_text().splitlines()), "lines longer than 120 characters"
 
@@ -392,6 +394,15 @@ def test_preset_builds_models_and_loss(path, parser, fake_data, teacher_checkpoi
         type(cb).__name__ for cb in init.trainer.callbacks
     }
     _check_loss(model.loss, spec["loss"], model.num_classes)
+    # the preset's teacher traces and folds (fold_teacher_bn): fewer BatchNorms, the same logits
+    folded = model.teacher_network()
+    assert folded is not model.teacher
+    assert count_batchnorms(folded) < count_batchnorms(model.teacher)
+    size = 32 if "cifar100" in path.parts else 64
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        expected = model.teacher(x)  # random weights: deep teachers reach logits of 1e4 and more
+        assert ((folded(x) - expected).abs().max() / expected.abs().max()).item() < 1e-5
     # MLKD needs the data module's two views; every other loss takes single views
     assert getattr(data, "two_views", False) is (model.loss.num_views == 2)
     optimizer = model.configure_optimizers()

@@ -457,6 +457,12 @@ def _lr_note(pair: CifarPair) -> Note:
     return Note(pair.lr, "reference CIFAR LR (method.md §3)")
 
 
+FOLD_NOTE = (
+    "the frozen teacher runs with its BatchNorms folded into the convolutions: the same logits up to float32 "
+    "rounding, fewer kernels per step (docs/performance.md)"
+)
+
+
 def cifar_preset(method: str, pair: CifarPair) -> tuple[Path, str]:
     """Path and YAML text of ``configs/cifar100/<method>/<pair>.yaml``."""
     recipe = CIFAR_RECIPES[method](pair)
@@ -493,6 +499,7 @@ def cifar_preset(method: str, pair: CifarPair) -> tuple[Path, str]:
                     "the reference teacher layout (method.md §4): cifar_teachers.tar untarred into download_ckpts/",
                 ),
                 "save_teacher": False,
+                "fold_teacher_bn": Note(True, FOLD_NOTE),
                 "loss": recipe.loss,
                 "optimizer": sgd(
                     recipe.lr if recipe.lr is not None else _lr_note(pair),
@@ -654,6 +661,7 @@ def imagenet_preset(method: str, pair: ImageNetPair) -> tuple[Path, str]:
                 "teacher": pair.teacher,
                 "teacher_weights": Note(pair.teacher_weights, "torchvision's pretrained weights, as the reference"),
                 "save_teacher": False,
+                "fold_teacher_bn": Note(True, FOLD_NOTE),
                 "loss": IMAGENET_LOSSES[method](pair),
                 "optimizer": sgd(Note(0.2, recipe + "LR 0.2 for the global batch 512"), 0.0001, recipe + "1e-4"),
                 "lr_scheduler": multistep([30, 60, 90], recipe + "x0.1 after epochs 30, 60, 90"),
