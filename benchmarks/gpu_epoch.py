@@ -6,14 +6,15 @@ KD + logit standardization (T 2, CE 0.1, KD 9), SGD (lr 0.05, momentum 0.9, wd 5
 
 1. ``reference``: a plain PyTorch loop as the reference code runs it: torchvision ``CIFAR100`` with the PIL
    transforms (pad-4 random crop, flip, ``ToTensor``, ``Normalize``), ``DataLoader(shuffle, 8 workers)``, fp32;
-2. ``default``: ``DistillationModule`` + ``CIFAR100DataModule(num_workers=8)`` under ``Trainer.fit``, 32-true,
-   CSV logger (the default config);
+2. ``default``: ``DistillationModule(fold_teacher_bn=True)`` + ``CIFAR100DataModule(num_workers=8)`` under
+   ``Trainer.fit``, 32-true, CSV logger (the default config: every distillation preset folds the teacher's
+   BatchNorms); ``default_unfolded`` the same with ``fold_teacher_bn=False``;
 3. ``fast``: the settings of ``configs/cifar100/fast.yaml``: ``device_augment=True`` (uint8 batches augmented
    on the GPU, ``num_workers=0``), ``bf16-mixed``, ``cuda_graph=True``, ``channels_last=True``, cuDNN
    autotuning (``benchmark``); ``fast_nchw`` is ``fast`` without ``channels_last``, ``fast_eager`` without the
    CUDA graph (to see what each adds);
 4. ``bare_graph``: the ceiling, :class:`~lightning_kd.cuda_graph.WholeStepGraph` alone on random device
-   batches (bf16, channels_last, no Lightning, no loader), with the time one (re-)capture takes
+   batches (bf16, channels_last, folded teacher, no Lightning, no loader), with the time one (re-)capture takes
    (``capture_s``); ``bare_graph_nchw`` the same in NCHW. ``fast`` over ``bare_graph`` is what Lightning, the
    module and the data pipeline cost per step;
 5. ``reference_again``: the reference loop once more, at the end; the two reference rows differ by noise only.
@@ -61,6 +62,7 @@ from lightning_kd.cuda_graph import WholeStepGraph, is_supported  # noqa: E402
 from lightning_kd.data import CIFAR100DataModule  # noqa: E402
 from lightning_kd.losses import KD  # noqa: E402
 from lightning_kd.models import create_model  # noqa: E402
+from lightning_kd.models.fold import fold_batchnorm  # noqa: E402
 from tests.helpers.fake_data import write_fake_cifar100  # noqa: E402
 
 TRAIN_IMAGES = 50_000
@@ -163,7 +165,7 @@ def bare_graph(args: argparse.Namespace, device: torch.device, channels_last: bo
     student, teacher = _networks(args)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     student.to(device, memory_format=memory_format).train()
-    teacher.to(device, memory_format=memory_format).eval().requires_grad_(False)
+    teacher = fold_batchnorm(teacher.to(device, memory_format=memory_format).eval())
     loss, optimizer = _loss(), _sgd(student.parameters())
 
     def step_fn(inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -277,12 +279,14 @@ def variants(args: argparse.Namespace, device: torch.device, tmp: str) -> dict[s
         return measure
 
     fast_data = {"device_augment": True, "num_workers": 0}
+    fold = {"fold_teacher_bn": True}  # as every distillation preset sets it
     return {
         "reference": lambda: reference_loop(args, device),
-        "default": fit("32-true", {"num_workers": args.workers}, {}),
-        "fast": fit("bf16-mixed", fast_data, {"cuda_graph": True, "channels_last": True}),
-        "fast_nchw": fit("bf16-mixed", fast_data, {"cuda_graph": True}),
-        "fast_eager": fit("bf16-mixed", fast_data, {"channels_last": True}),
+        "default": fit("32-true", {"num_workers": args.workers}, fold),
+        "default_unfolded": fit("32-true", {"num_workers": args.workers}, {}),
+        "fast": fit("bf16-mixed", fast_data, {**fold, "cuda_graph": True, "channels_last": True}),
+        "fast_nchw": fit("bf16-mixed", fast_data, {**fold, "cuda_graph": True}),
+        "fast_eager": fit("bf16-mixed", fast_data, {**fold, "channels_last": True}),
         "bare_graph": lambda: _with_cudnn_benchmark(bare_graph, args, device, True),
         "bare_graph_nchw": lambda: _with_cudnn_benchmark(bare_graph, args, device, False),
         # the first row again, last: the spread between the two says what difference is noise

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
+import operator
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -83,9 +85,15 @@ def first_view(logits: Tensor | tuple[Tensor, ...]) -> Tensor:
     return logits[0] if isinstance(logits, tuple) else logits
 
 
+def _count_correct(logits: Tensor, targets: Tensor) -> Tensor:
+    """Number of correct top-1 predictions, as a float32 scalar on the device (three operators, no sync)."""
+    with torch.no_grad():
+        return (logits.argmax(dim=-1) == targets).sum(dtype=torch.float32)
+
+
 def sum_terms(terms: dict[str, Tensor]) -> Tensor:
-    """The training loss: the sum of the already-weighted loss terms."""
-    return torch.stack(list(terms.values())).sum()
+    """The training loss: the sum of the already-weighted loss terms (``len(terms) - 1`` additions, no stack)."""
+    return functools.reduce(operator.add, terms.values())
 
 
 class ClassifierSystem(LightningModule):
@@ -314,7 +322,7 @@ class ClassifierSystem(LightningModule):
 
     def _graph_step_fn(self, inputs: Any, targets: Tensor) -> dict[str, Tensor]:
         logits, terms = self.training_terms(inputs, targets)
-        correct = (logits.detach().argmax(dim=-1) == targets).sum()
+        correct = _count_correct(logits, targets)
         return {"loss": sum_terms(terms), "correct": correct, **{f"term/{k}": v for k, v in terms.items()}}
 
     def _graphed_training_step(self, inputs: Any, targets: Tensor, batch_idx: int) -> Tensor:
@@ -343,7 +351,7 @@ class ClassifierSystem(LightningModule):
         # optimizer steps before this one (Lightning logs at (step + 1) % n == 0); a graphed step has counted itself
         step = self.global_step - int(self._graph_active)
         if correct is None:
-            correct = (logits.detach().argmax(dim=-1) == targets).sum()
+            correct = _count_correct(logits, targets)
         self.train_stats.add(loss, terms, correct, batch_size=targets.shape[0])
         every = self.trainer.log_every_n_steps
         log_step = every > 0 and (step + 1) % every == 0

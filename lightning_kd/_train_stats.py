@@ -5,6 +5,10 @@ torchmetrics update validates its inputs with ``torch.unique`` (a host sync on a
 small vector ``[loss*n, term_1*n, ..., correct, n]`` to a running sum on the device. The host reads it only when a
 window of ``log_every_n_steps`` steps closes (step values, which are the window's means) and at the end of the
 epoch (exact epoch means), and checks there that no term became non-finite.
+
+A step costs two operators, ``stack`` and an in-place ``addcmul_`` with a cached weight vector ``[n, ..., n, 1, n]``:
+at CIFAR sizes a GPU step is bound by per-operator costs (``benchmarks/op_count.py``), and under ``cuda_graph`` these
+run eagerly outside the graph at every step.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ class TrainStepStats:
         self._epoch: Tensor | None = None  # [loss*n, term*n..., correct, n], summed over the epoch
         self._read: Tensor | None = None  # the epoch sums at the last window close
         self.window_start_step = 0
+        # per (batch size, vector length, device): the weights [n, ..., n, 1, n] and the 1 stacked as the count's value
+        self._weights: dict[tuple[int, int, torch.device], tuple[Tensor, Tensor]] = {}
 
     def reset(self, step: int = 0) -> None:
         """Start a new epoch (its first step is the global step ``step``)."""
@@ -56,10 +62,19 @@ class TrainStepStats:
                 f"The loss returned the terms {names[1:]} after {self.names[1:]}: a loss must return the same named "
                 "terms at every step (use a zero tensor for a term that is off)."
             )
-        values = torch.stack([loss.detach(), *(t.detach() for t in terms.values())]).float()
-        count = torch.full_like(values[:1], float(batch_size))
-        step = torch.cat([values * batch_size, correct.detach().float().reshape(1), count])
-        self._epoch = step if self._epoch is None else self._epoch + step
+        if correct.dtype != loss.dtype:
+            correct = correct.to(loss.dtype)  # the module hands a float count: no conversion per step
+        key = (batch_size, len(names) + 2, loss.device)
+        if key not in self._weights:
+            weights = torch.full(key[1:2], float(batch_size), device=loss.device)
+            weights[-2] = 1.0  # the correct count is a sum already
+            self._weights[key] = (weights, torch.ones((), device=loss.device))
+        weights, one = self._weights[key]
+        with torch.no_grad():  # no autograd graph, so no detach per tensor
+            values = torch.stack([loss, *terms.values(), correct, one])  # [loss, terms..., correct, 1]
+            if self._epoch is None:
+                self._epoch = torch.zeros_like(values, dtype=torch.float32)
+            self._epoch.addcmul_(values, weights)
 
     def _means(self, sums: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         assert self.names is not None
@@ -81,8 +96,8 @@ class TrainStepStats:
                 the span of steps and the terms.
         """
         assert self._epoch is not None, "no step was added"
-        window = self._epoch if self._read is None else self._epoch - self._read
-        self._read = self._epoch
+        window = self._epoch.clone() if self._read is None else self._epoch - self._read
+        self._read = self._epoch.clone()  # the running sum is updated in place
         start, self.window_start_step = self.window_start_step, step + 1
         if check_finite:
             finite = torch.isfinite(window[:-2])
@@ -99,7 +114,7 @@ class TrainStepStats:
     def epoch_sums(self) -> Tensor:
         """The epoch's sums ``[loss*n, term*n..., correct, n]`` (reduce them across processes before :meth:`means`)."""
         assert self._epoch is not None, "no step was added"
-        return self._epoch
+        return self._epoch.clone()  # a collective may reduce it in place; the running sum stays this process's
 
     def means(self, sums: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         """Means of each term and the accuracy from (reduced) epoch sums."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -10,11 +11,14 @@ import torch
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from lightning_kd import DistillationModule
 from lightning_kd._train_stats import TrainStepStats
 from lightning_kd.losses import KD
 from tests.helpers.tiny import TinyNet, separable_loaders
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 class _StepRecorder(Callback):
@@ -143,3 +147,42 @@ def test_non_finite_loss_stops_with_epoch_and_steps_and_keeps_the_last_good_chec
     last = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 0  # written after epoch 1, never overwritten by the diverged epoch
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+
+
+class _OpCounter(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_step_adds_with_two_operators_and_the_sums_stay_exact():
+    stats = TrainStepStats()
+    loss = torch.tensor(3.0, requires_grad=True) * 1.0  # a loss with an autograd graph, as in training
+    terms = {"ce": loss / 3, "kd": loss * 2 / 3}
+    stats.add(loss, terms, torch.tensor(5.0), batch_size=8)  # the first step creates the buffers
+    correct = torch.tensor(2.0)
+    with _OpCounter() as counter:
+        stats.add(loss, terms, correct, batch_size=8)
+    assert counter.ops == ["stack", "addcmul_"]
+    stats.add(loss, terms, torch.tensor(1), batch_size=4)  # a partial batch, an integer count
+    sums = stats.epoch_sums()
+    torch.testing.assert_close(sums, torch.tensor([3.0 * 20, 1.0 * 20, 2.0 * 20, 8.0, 20.0]))
+    sums.zero_()  # a collective may reduce the returned sums in place: the running sums are not touched
+    means, accuracy = stats.window_means()
+    assert means["loss"].item() == pytest.approx(3.0)
+    assert accuracy.item() == pytest.approx(8 / 20)
+
+
+def test_op_count_benchmark_module_step_is_close_to_the_reference_and_below_it_when_folded():
+    spec = importlib.util.spec_from_file_location("op_count", REPO / "benchmarks" / "op_count.py")
+    op_count = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(op_count)
+    result = op_count.main(["--batch-size", "1", "--counted-step", "2", "--rounds", "1"])
+    # what the module adds per step: the correct count (3 operators), the sums (2), Lightning's closure (5)
+    assert result["ops_module"] - result["ops_reference"] <= 12
+    # 34 BatchNorms of resnet32x4 folded away
+    assert result["ops_module_folded"] <= result["ops_module"] - 34
