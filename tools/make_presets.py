@@ -185,6 +185,7 @@ def trainer(group: str, name: str, epochs: Note, *, callbacks: list[Tree]) -> Tr
         "devices": Note(1, "one device, as the reference (global batch = data.batch_size)"),
         "max_epochs": epochs,
         "precision": Note("32-true", "fp32 as the reference; bf16-mixed is faster on recent GPUs"),
+        "benchmark": Note(True, "cuDNN autotuning, as the reference sets it (method.md §3): the input shape is fixed"),
         "default_root_dir": f"runs/{group}/{name}",
         "logger": {
             "class_path": "lightning.pytorch.loggers.CSVLogger",
