@@ -259,12 +259,11 @@ class DistillationModule(ClassifierSystem):
             pattern = re.escape(f"Found {n_teacher} module(s) in eval mode at the start of training.")
             warnings.filterwarnings("ignore", message=pattern, category=PossibleUserWarning)
             self._eval_warning_filter = warnings.filters[0]
-        self._refresh_folded_teacher()
 
     @override
     def on_validation_start(self) -> None:
         super().on_validation_start()
-        if self.trainer.state.fn != TrainerFn.FITTING:  # within fit, the copy made at on_fit_start stays valid
+        if self.trainer.state.fn != TrainerFn.FITTING:  # within fit, the copy made at on_train_start stays valid
             self._refresh_folded_teacher()
 
     @override
@@ -305,6 +304,8 @@ class DistillationModule(ClassifierSystem):
     @override
     def on_train_start(self) -> None:
         super().on_train_start()
+        # after every checkpoint restore (some strategies restore after on_fit_start), before the first step
+        self._refresh_folded_teacher()
         if self._eval_warning_filter is not None and self._eval_warning_filter in warnings.filters:
             warnings.filters.remove(self._eval_warning_filter)
         self._eval_warning_filter = None

@@ -16,10 +16,12 @@ from torch.fx.experimental.optimization import fuse
 
 __all__ = ["count_batchnorms", "fold_batchnorm"]
 
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
 
 def count_batchnorms(network: nn.Module) -> int:
     """Number of ``BatchNorm`` layers in ``network``."""
-    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in network.modules())
+    return sum(isinstance(m, _BATCHNORMS) for m in network.modules())
 
 
 def fold_batchnorm(network: nn.Module) -> nn.Module:
