@@ -57,6 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without installing the package (the lent GPU machine)
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.reference_step import reference_step  # noqa: E402
 from lightning_kd import DistillationModule  # noqa: E402
 from lightning_kd.cuda_graph import WholeStepGraph, is_supported  # noqa: E402
 from lightning_kd.data import CIFAR100DataModule  # noqa: E402
@@ -145,13 +146,7 @@ def _reference_loop(args: argparse.Namespace, device: torch.device) -> float:
         if step == args.warmup + args.steps:
             _sync(device)
             return args.steps * args.batch_size / (time.perf_counter() - start)
-        inputs, targets = inputs.to(device), targets.to(device)
-        with torch.no_grad():
-            teacher_logits = teacher(inputs)
-        terms = loss(student(inputs), teacher_logits, targets)
-        optimizer.zero_grad()
-        (terms["ce"] + terms["kd"]).backward()
-        optimizer.step()
+        reference_step(student, teacher, loss, optimizer, inputs.to(device), targets.to(device))
     raise AssertionError("unreachable: the loader repeats forever")
 
 

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.reference_step import reference_step  # noqa: E402
 from lightning_kd import DistillationModule  # noqa: E402
 from lightning_kd.losses import KD  # noqa: E402
 from lightning_kd.models import create_model  # noqa: E402
@@ -85,12 +86,7 @@ def reference_ops(counted_step: int, batch_size: int) -> collections.Counter[str
     with counter:
         for step, (inputs, targets) in enumerate(_batches(counted_step + 2, batch_size)):
             counter.on = step == counted_step
-            with torch.no_grad():
-                teacher_logits = teacher(inputs)
-            terms = loss(student(inputs), teacher_logits, targets)
-            optimizer.zero_grad()
-            (terms["ce"] + terms["kd"]).backward()
-            optimizer.step()
+            reference_step(student, teacher, loss, optimizer, inputs, targets)
             counter.on = False
     return counter.ops
 

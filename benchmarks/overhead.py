@@ -25,10 +25,12 @@ import argparse
 import logging
 import os
 import statistics
+import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -36,8 +38,13 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_kd import DistillationModule
-from lightning_kd.losses import KD
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # the shared reference step lives beside this script
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.reference_step import reference_step  # noqa: E402
+from lightning_kd import DistillationModule  # noqa: E402
+from lightning_kd.losses import KD  # noqa: E402
 
 NUM_CLASSES = 10
 SHAPE = (3, 8, 8)
@@ -121,12 +128,7 @@ def plain_loop(steps: int, warmup: int, batch_size: int, tmp: str) -> tuple[floa
     clock = _Clock(warmup, steps - 1)
     for i, (inputs, targets) in enumerate(_loader(steps, batch_size)):
         clock.tick(i)
-        with torch.no_grad():
-            teacher_logits = teacher(inputs)
-        terms = loss(student(inputs), teacher_logits, targets)
-        optimizer.zero_grad()
-        (terms["ce"] + terms["kd"]).backward()
-        optimizer.step()
+        reference_step(student, teacher, loss, optimizer, inputs, targets)
     return clock.ms_per_step()
 
 
