@@ -6,6 +6,7 @@ uint8 batch already on the GPU is a handful of vectorized kernels with no host s
 here reproduce torchvision's result exactly (bit for bit in float32) for the same crop offsets and flips.
 """
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -42,8 +43,20 @@ def normalize_uint8_batch(images: Tensor, mean: Tensor | Sequence[float], std: T
     std = torch.as_tensor(std, dtype=torch.float32, device=images.device)
     # Divide by a device tensor, not a Python scalar: CUDA turns division by a scalar into a multiplication by its
     # reciprocal, which can differ from torchvision's true division in the last bit.
-    scale = torch.full((), 255.0, device=images.device)
+    scale = _constant(255.0, images.device)
     return images.float().div(scale).sub(mean[:, None, None]).div(std[:, None, None])
+
+
+# Per-batch constants, made once per device: each call would otherwise launch a kernel (a step at CIFAR sizes on a
+# GPU is bound by per-operator costs). Callers never write to them.
+@functools.lru_cache(maxsize=64)
+def _arange(n: int, device: torch.device) -> Tensor:
+    return torch.arange(n, device=device)
+
+
+@functools.lru_cache(maxsize=64)
+def _constant(value: float, device: torch.device) -> Tensor:
+    return torch.full((), value, device=device)
 
 
 def augment_uint8_batch(
@@ -86,8 +99,8 @@ def augment_uint8_batch(
     device = images.device
     padded = F.pad(images, (padding, padding, padding, padding))  # (B, C, H + 2p, W + 2p), zero border
     offsets = offsets.to(device=device, dtype=torch.long)
-    rows = offsets[:, :1] + torch.arange(height, device=device)  # (B, H) source rows
-    cols = offsets[:, 1:] + torch.arange(width, device=device)  # (B, W) source columns
+    rows = offsets[:, :1] + _arange(height, device)  # (B, H) source rows
+    cols = offsets[:, 1:] + _arange(width, device)  # (B, W) source columns
     # A mirrored crop reads its columns right to left.
     cols = torch.where(flips.to(device=device, dtype=torch.bool)[:, None], cols.flip(1), cols)
     # Two gathers (rows, then columns) instead of one 4-D advanced index: same result, fewer index tensors.
