@@ -312,9 +312,11 @@ class ClassifierSystem(LightningModule):
     @override
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         inputs, targets = batch
-        inputs = self._format_inputs(inputs)
         if self._graph_active:
+            # the graph's static input buffers are in the module's memory format: copying into them converts the
+            # layout, so a separate conversion here would be one more full copy per step
             return self._graphed_training_step(inputs, targets, batch_idx)
+        inputs = self._format_inputs(inputs)
         logits, terms = self.training_terms(inputs, targets)
         loss = sum_terms(terms)
         self._record_train_step(loss, logits, targets, terms, batch_idx)

@@ -40,7 +40,7 @@ class _EagerBackend(GraphBackend):
         self.fn()
 
 
-def _fit(tmp_path, cuda_graph: bool, max_epochs: int = 3, loss=None, schedule: bool = True):
+def _fit(tmp_path, cuda_graph: bool, max_epochs: int = 3, loss=None, schedule: bool = True, **module_options):
     seed_everything(0)
     module = DistillationModule(
         TinyNet(),
@@ -49,6 +49,7 @@ def _fit(tmp_path, cuda_graph: bool, max_epochs: int = 3, loss=None, schedule: b
         optimizer=functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9),
         lr_scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5) if schedule else None,
         cuda_graph=cuda_graph,
+        **module_options,
     )
     module.student.dropout.p = 0.0  # the same random numbers are not drawn in the same order by both paths
     train, val = separable_loaders(n=72, batch_size=16)  # 4 full batches + one of 8: the partial batch runs eagerly
@@ -118,3 +119,20 @@ def test_graph_is_recaptured_each_epoch_only_for_an_epoch_dependent_loss(tmp_pat
     _fit(tmp_path, cuda_graph=True, loss=loss, schedule=False)  # constant lr: no re-capture for it
     (graph,) = graphs
     assert graph.captures == captures
+
+
+def test_graphed_step_with_channels_last_and_a_folded_teacher_keeps_the_eager_trajectory(tmp_path, graphs, monkeypatch):
+    monkeypatch.setattr(system, "is_supported", lambda device: False)
+    eager, eager_trainer = _fit(tmp_path / "eager", cuda_graph=False)
+    monkeypatch.setattr(system, "is_supported", lambda device: True)
+    graphed, trainer = _fit(tmp_path / "graphed", cuda_graph=True, channels_last=True, fold_teacher_bn=True)
+
+    (graph,) = graphs
+    # the module hands the NCHW batch as it comes; copying it into the graph's NHWC buffer converts the layout
+    static = graph._static_inputs
+    assert static.is_contiguous(memory_format=torch.channels_last)
+    assert not static.is_contiguous()
+    for key, value in eager.student.state_dict().items():
+        assert torch.allclose(graphed.student.state_dict()[key].float(), value.float(), atol=1e-4), key
+    for name in ("train/loss_epoch", "train/kd_epoch", "train/acc1", "val/acc1"):
+        assert torch.allclose(trainer.logged_metrics[name], eager_trainer.logged_metrics[name], atol=1e-4), name
