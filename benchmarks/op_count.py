@@ -10,7 +10,13 @@ In one process, resnet32x4 (frozen) -> resnet8x4, KD + LS (T 2, CE 0.1, KD 9), S
    backward, SGD step);
 2. ``module``: ``DistillationModule`` under ``Trainer.fit`` (everything between ``on_train_batch_start`` and
    ``on_train_batch_end`` of a step that does not log);
-3. ``module_folded``: the same with ``fold_teacher_bn=True`` (as the shipped presets set it).
+3. ``module_folded``: the same with ``fold_teacher_bn=True`` (as the shipped presets set it);
+4. ``fast_outside_graph``: the fast preset's path (``cuda_graph``, ``channels_last``, folded teacher,
+   ``CIFAR100DataModule(device_augment=True)`` on random-pixel files in the on-disk format): the operators that run
+   eagerly around the graph replay, from the end of one step to the end of the next (batch fetch, device
+   augmentation, copies into the graph's buffers, running sums). A CPU has no CUDA graph, so the module's graph
+   gets a backend that runs the captured step at each replay with the counter paused (the test suite's way of
+   running the graphed path on a CPU). On a GPU the batch's transfer adds 2 copies.
 
 Operators are counted with a ``TorchDispatchMode``; the counts do not depend on the batch size. Also times the
 teacher's forward alone, plain against folded, interleaved (``--rounds`` rounds, medians), one thread.
@@ -24,8 +30,10 @@ import argparse
 import collections
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 from lightning.pytorch import Callback, Trainer
@@ -36,11 +44,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import lightning_kd._system as system  # noqa: E402
 from benchmarks.reference_step import reference_step  # noqa: E402
 from lightning_kd import DistillationModule  # noqa: E402
+from lightning_kd.cuda_graph import GraphBackend, WholeStepGraph  # noqa: E402
+from lightning_kd.data import CIFAR100DataModule  # noqa: E402
 from lightning_kd.losses import KD  # noqa: E402
 from lightning_kd.models import create_model  # noqa: E402
 from lightning_kd.models.fold import fold_batchnorm  # noqa: E402
+from tests.helpers.fake_data import write_fake_cifar100  # noqa: E402
 
 
 class _Counter(TorchDispatchMode):
@@ -121,6 +133,76 @@ def module_ops(counted_step: int, batch_size: int, *, fold: bool) -> collections
     return counter.ops
 
 
+class _CountingPausedBackend(GraphBackend):
+    """Stands in for a CUDA graph on the CPU: a replay runs the captured step with the counter paused."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, counter: _Counter) -> None:
+        self.optimizer, self.counter = optimizer, counter
+
+    def capture(self, fn) -> None:
+        self.fn = fn
+
+    def replay(self) -> None:
+        was_on, self.counter.on = self.counter.on, False
+        self.optimizer.zero_grad(set_to_none=True)  # a replay rewrites the gradients the capture allocated
+        self.fn()
+        self.counter.on = was_on
+
+
+class _BetweenStepEnds(Callback):
+    def __init__(self, counter: _Counter, counted_step: int) -> None:
+        self.counter, self.counted_step = counter, counted_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.counter.on = batch_idx + 1 == self.counted_step  # from here to the end of the counted step
+
+
+def fast_outside_graph_ops(counted_step: int, batch_size: int) -> collections.Counter[str]:
+    counter = _Counter()
+
+    def graph(*args, **kwargs) -> WholeStepGraph:
+        optimizer = args[1]
+        return WholeStepGraph(*args, graph_factory=lambda: _CountingPausedBackend(optimizer, counter), **kwargs)
+
+    student, teacher = _networks()
+    module = DistillationModule(
+        student,
+        teacher,
+        _loss(),
+        optimizer=_sgd,
+        lr_scheduler=None,
+        cuda_graph=True,
+        channels_last=True,
+        fold_teacher_bn=True,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        write_fake_cifar100(tmp, n_train=(counted_step + 2) * batch_size, n_test=batch_size)
+        data = CIFAR100DataModule(
+            tmp, batch_size=batch_size, verify_checksums=False, device_augment=True, num_workers=0
+        )
+        trainer = Trainer(
+            accelerator="cpu",
+            max_epochs=1,
+            limit_val_batches=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            log_every_n_steps=50,
+            callbacks=[_BetweenStepEnds(counter, counted_step)],
+        )
+        # the module runs its graphed step only where a CUDA graph is supported: stand one in (see above)
+        with (
+            mock.patch.object(system, "is_supported", return_value=True),
+            mock.patch.object(system, "WholeStepGraph", graph),
+            counter,
+        ):
+            trainer.fit(module, datamodule=data)
+    if module._graph is None or module._graph.captures != 1:
+        raise RuntimeError("the graphed path did not run: nothing outside a graph was counted")
+    return counter.ops
+
+
 def teacher_forward_ms(rounds: int, batch_size: int) -> tuple[float, float]:
     _, teacher = _networks()
     teacher.eval()
@@ -150,6 +232,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "module": module_ops(args.counted_step, args.batch_size, fold=False),
         "module_folded": module_ops(args.counted_step, args.batch_size, fold=True),
     }
+    outside = fast_outside_graph_ops(max(args.counted_step, 5), args.batch_size)  # after 3 warm-ups and the capture
     totals = {name: sum(ops.values()) for name, ops in counts.items()}
     print(f"ATen operators per training step (resnet32x4 -> resnet8x4, KD+LS, SGD; batch {args.batch_size}, CPU):")
     print("| loop | ops per step | x reference |")
@@ -159,6 +242,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     extra = collections.Counter(counts["module"])
     extra.subtract(counts["reference"])
     print("module - reference, by operator:", dict(sorted((k, v) for k, v in extra.items() if v)))
+    print(
+        f"fast path, operators outside the graph per step: {sum(outside.values())} "
+        f"(+2 host-to-device copies on a GPU): {dict(sorted(outside.items()))}"
+    )
     plain_ms, folded_ms = teacher_forward_ms(args.rounds, args.batch_size)
     print(
         f"teacher forward (batch {args.batch_size}, 1 thread, median of {args.rounds}): plain {plain_ms:.2f} ms, "
@@ -166,6 +253,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     return {
         **{f"ops_{k}": float(v) for k, v in totals.items()},
+        "ops_fast_outside_graph": float(sum(outside.values())),
         "teacher_plain_ms": plain_ms,
         "teacher_folded_ms": folded_ms,
     }
