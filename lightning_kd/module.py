@@ -103,7 +103,8 @@ class DistillationModule(ClassifierSystem):
             (about 1e-7 relative) in fewer kernels, which matters where a step is bound by per-kernel costs (CIFAR
             sizes on a GPU). The copy is built from the teacher's current weights when ``fit`` / ``validate`` /
             ``test`` / ``predict`` starts, on the teacher's device; it is never saved (checkpoints and
-            ``state_dict`` keep the teacher as it is). Needs a teacher that ``torch.fx`` can trace; not with FSDP.
+            ``state_dict`` keep the teacher as it is). Needs a teacher that ``torch.fx`` can trace. Under FSDP (a
+            sharded teacher) it has no effect, with a warning.
 
     Example::
 
@@ -280,18 +281,25 @@ class DistillationModule(ClassifierSystem):
         """(Re)build the folded teacher from the teacher's current weights, on its device, when the option is on."""
         if not self.fold_teacher_bn or not self.teacher_available:
             return
-        if isinstance(self.trainer.strategy, FSDPStrategy):
-            raise ValueError(
-                "fold_teacher_bn=True does not combine with FSDP: the teacher's weights are sharded across processes "
-                "and cannot be folded into one copy. Set fold_teacher_bn to false (--model.init_args.fold_teacher_bn "
-                "false) or use DDP."
+        strategy = self.trainer.strategy
+        if isinstance(strategy, FSDPStrategy) or any(p.numel() == 0 for p in self.teacher.parameters()):
+            # a speed option only (the logits are the same): under sharding it does nothing, and says so, as
+            # cuda_graph does off CUDA
+            self._folded_teacher = (self.teacher,)
+            rank_zero_warn(
+                f"fold_teacher_bn=True has no effect under {type(strategy).__name__}: the teacher's weights are "
+                "sharded across processes and cannot be folded into one copy, so the teacher runs as it is. Set "
+                "fold_teacher_bn to false (--model.init_args.fold_teacher_bn false) to silence this."
             )
+            return
         self._folded_teacher = (fold_batchnorm(self.teacher),)
         if self._graph is not None:
             self._graph.invalidate()  # a captured step reads the previous copy's weights
 
     def teacher_network(self) -> nn.Module:
         """The network that computes the teacher's logits: the folded copy with ``fold_teacher_bn``, else the teacher.
+
+        Under FSDP, where the teacher is sharded, the teacher itself even with ``fold_teacher_bn``.
 
         Outside a Trainer the folded copy is built on first use.
         """

@@ -201,9 +201,19 @@ def test_validate_rebuilds_the_folded_copy_from_the_current_teacher_weights(tmp_
         assert _max_relative_error(module.teacher(x), module.teacher_network()(x)) < 1e-5
 
 
-def test_fold_teacher_bn_refuses_fsdp():
+def test_fold_teacher_bn_has_no_effect_under_fsdp_and_says_so():
     # Lightning 2.6 builds an FSDP Trainer only on CUDA; the check reads the strategy alone
     module = DistillationModule(TinyNet(), TinyNet(width=16), KD(temperature=4.0), fold_teacher_bn=True)
     module.trainer = SimpleNamespace(strategy=FSDPStrategy())
-    with pytest.raises(ValueError, match="fold_teacher_bn=True does not combine with FSDP"):
+    with pytest.warns(UserWarning, match=r"fold_teacher_bn=True has no effect under FSDPStrategy.*sharded"):
         module.on_test_start()
+    assert module.teacher_network() is module.teacher
+
+
+def test_a_teacher_with_empty_sharded_parameters_is_not_folded():
+    module = DistillationModule(TinyNet(), TinyNet(width=16), KD(temperature=4.0), fold_teacher_bn=True)
+    module.trainer = SimpleNamespace(strategy=object())
+    module.teacher.conv.weight.data = torch.empty(0)  # what a sharding strategy leaves on a process between gathers
+    with pytest.warns(UserWarning, match="sharded"):
+        module.on_predict_start()
+    assert module.teacher_network() is module.teacher
