@@ -37,7 +37,6 @@ from unittest import mock
 
 import torch
 from lightning.pytorch import Callback, Trainer
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,21 +51,8 @@ from lightning_kd.data import CIFAR100DataModule  # noqa: E402
 from lightning_kd.losses import KD  # noqa: E402
 from lightning_kd.models import create_model  # noqa: E402
 from lightning_kd.models.fold import fold_batchnorm  # noqa: E402
+from tests.helpers.dispatch import OpCounter  # noqa: E402
 from tests.helpers.fake_data import write_fake_cifar100  # noqa: E402
-
-
-class _Counter(TorchDispatchMode):
-    """Counts the ATen operators dispatched while ``on`` is set."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.on = False
-        self.ops: collections.Counter[str] = collections.Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if self.on:
-            self.ops[func.overloadpacket.__name__] += 1
-        return func(*args, **(kwargs or {}))
 
 
 def _loss() -> KD:
@@ -94,17 +80,17 @@ def reference_ops(counted_step: int, batch_size: int) -> collections.Counter[str
     student, teacher = _networks()
     teacher.eval().requires_grad_(False)
     loss, optimizer = _loss(), _sgd(student.parameters())
-    counter = _Counter()
+    counter = OpCounter(on=False)
     with counter:
         for step, (inputs, targets) in enumerate(_batches(counted_step + 2, batch_size)):
             counter.on = step == counted_step
             reference_step(student, teacher, loss, optimizer, inputs, targets)
             counter.on = False
-    return counter.ops
+    return counter.counts
 
 
 class _Window(Callback):
-    def __init__(self, counter: _Counter, counted_step: int) -> None:
+    def __init__(self, counter: OpCounter, counted_step: int) -> None:
         self.counter, self.counted_step = counter, counted_step
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -117,7 +103,7 @@ class _Window(Callback):
 def module_ops(counted_step: int, batch_size: int, *, fold: bool) -> collections.Counter[str]:
     student, teacher = _networks()
     module = DistillationModule(student, teacher, _loss(), optimizer=_sgd, lr_scheduler=None, fold_teacher_bn=fold)
-    counter = _Counter()
+    counter = OpCounter(on=False)
     trainer = Trainer(
         accelerator="cpu",
         max_epochs=1,
@@ -130,13 +116,13 @@ def module_ops(counted_step: int, batch_size: int, *, fold: bool) -> collections
     )
     with counter:
         trainer.fit(module, train_dataloaders=DataLoader(_batches(counted_step + 2, batch_size), batch_size=None))
-    return counter.ops
+    return counter.counts
 
 
 class _CountingPausedBackend(GraphBackend):
     """Stands in for a CUDA graph on the CPU: a replay runs the captured step with the counter paused."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, counter: _Counter) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer, counter: OpCounter) -> None:
         self.optimizer, self.counter = optimizer, counter
 
     def capture(self, fn) -> None:
@@ -150,7 +136,7 @@ class _CountingPausedBackend(GraphBackend):
 
 
 class _BetweenStepEnds(Callback):
-    def __init__(self, counter: _Counter, counted_step: int) -> None:
+    def __init__(self, counter: OpCounter, counted_step: int) -> None:
         self.counter, self.counted_step = counter, counted_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -158,7 +144,7 @@ class _BetweenStepEnds(Callback):
 
 
 def fast_outside_graph_ops(counted_step: int, batch_size: int) -> collections.Counter[str]:
-    counter = _Counter()
+    counter = OpCounter(on=False)
 
     def graph(*args, **kwargs) -> WholeStepGraph:
         optimizer = args[1]
@@ -200,7 +186,7 @@ def fast_outside_graph_ops(counted_step: int, batch_size: int) -> collections.Co
             trainer.fit(module, datamodule=data)
     if module._graph is None or module._graph.captures != 1:
         raise RuntimeError("the graphed path did not run: nothing outside a graph was counted")
-    return counter.ops
+    return counter.counts
 
 
 def teacher_forward_ms(rounds: int, batch_size: int) -> tuple[float, float]:
@@ -209,13 +195,18 @@ def teacher_forward_ms(rounds: int, batch_size: int) -> tuple[float, float]:
     folded = fold_batchnorm(teacher)
     x = torch.randn(batch_size, 3, 32, 32)
     times: dict[str, list[float]] = {"plain": [], "folded": []}
-    with torch.no_grad():
-        teacher(x), folded(x)  # warm-up
-        for _ in range(rounds):
-            for name, net in (("plain", teacher), ("folded", folded)):
-                start = time.perf_counter()
-                net(x)
-                times[name].append((time.perf_counter() - start) * 1e3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: less noise; restored, as a caller (the test suite) keeps running
+    try:
+        with torch.no_grad():
+            teacher(x), folded(x)  # warm-up
+            for _ in range(rounds):
+                for name, net in (("plain", teacher), ("folded", folded)):
+                    start = time.perf_counter()
+                    net(x)
+                    times[name].append((time.perf_counter() - start) * 1e3)
+    finally:
+        torch.set_num_threads(threads)
     return statistics.median(times["plain"]), statistics.median(times["folded"])
 
 
@@ -225,7 +216,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--counted-step", type=int, default=3, help="which step is counted (after warm-up steps)")
     parser.add_argument("--rounds", type=int, default=15, help="rounds of the teacher-forward timing")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
 
     counts = {
         "reference": reference_ops(args.counted_step, args.batch_size),

@@ -14,12 +14,12 @@ from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from lightning_kd import DistillationModule
 from lightning_kd.losses import KD
 from lightning_kd.models import create_model, list_models
 from lightning_kd.models.fold import count_batchnorms, fold_batchnorm
+from tests.helpers.dispatch import OpCounter
 from tests.helpers.tiny import TinyNet, separable_loaders
 
 
@@ -71,20 +71,10 @@ def test_vgg_still_pools_before_the_last_block_on_64px_inputs_once_traced():
             assert _max_relative_error(model(x), folded(x)) < 1e-5
 
 
-class _OpCounter(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: collections.Counter[str] = collections.Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops[func.overloadpacket.__name__] += 1
-        return func(*args, **(kwargs or {}))
-
-
 def _ops(network: nn.Module, x: torch.Tensor) -> collections.Counter[str]:
-    with torch.no_grad(), _OpCounter() as counter:
+    with torch.no_grad(), OpCounter() as counter:
         network(x)
-    return counter.ops
+    return counter.counts
 
 
 def test_folded_teacher_dispatches_no_batchnorm_and_fewer_ops():

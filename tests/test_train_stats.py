@@ -11,11 +11,11 @@ import torch
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from lightning_kd import DistillationModule
 from lightning_kd._train_stats import TrainStepStats
 from lightning_kd.losses import KD
+from tests.helpers.dispatch import OpCounter
 from tests.helpers.tiny import TinyNet, separable_loaders
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,23 +149,13 @@ def test_non_finite_loss_stops_with_epoch_and_steps_and_keeps_the_last_good_chec
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
 
 
-class _OpCounter(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(func.overloadpacket.__name__)
-        return func(*args, **(kwargs or {}))
-
-
 def test_a_step_adds_with_two_operators_and_the_sums_stay_exact():
     stats = TrainStepStats()
     loss = torch.tensor(3.0, requires_grad=True) * 1.0  # a loss with an autograd graph, as in training
     terms = {"ce": loss / 3, "kd": loss * 2 / 3}
     stats.add(loss, terms, torch.tensor(5.0), batch_size=8)  # the first step creates the buffers
     correct = torch.tensor(2.0)
-    with _OpCounter() as counter:
+    with OpCounter() as counter:
         stats.add(loss, terms, correct, batch_size=8)
     assert counter.ops == ["stack", "addcmul_"]
     stats.add(loss, terms, torch.tensor(1), batch_size=4)  # a partial batch, an integer count

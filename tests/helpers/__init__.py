@@ -1,1 +1,1 @@
-"""Test helpers: writers of small fake datasets in the real on-disk formats."""
+"""Test helpers: fake datasets in the real on-disk formats, tiny networks, operator counting."""
