@@ -62,8 +62,18 @@ RECORD_FIELDS = (
     "extra_args",
 )
 # (better, baseline) preset names compared by the verdict, in the order they are reported
-COMPARISONS = (("kd_ls", "kd"), ("kd", "ce"), ("dkd_ls", "dkd"))
-LABELS = {"ce": "CE", "kd": "KD", "kd_ls": "KD+LS", "dkd": "DKD", "dkd_ls": "DKD+LS"}
+COMPARISONS = (("kd_ls", "kd"), ("kd", "ce"), ("dkd_ls", "dkd"), ("mlkd_ls", "mlkd"), ("ctkd_ls", "ctkd"))
+LABELS = {
+    "ce": "CE",
+    "kd": "KD",
+    "kd_ls": "KD+LS",
+    "dkd": "DKD",
+    "dkd_ls": "DKD+LS",
+    "mlkd": "MLKD",
+    "mlkd_ls": "MLKD+LS",
+    "ctkd": "CTKD",
+    "ctkd_ls": "CTKD+LS",
+}
 # a difference of means is called resolved when it exceeds this many standard errors of the difference
 SE_THRESHOLD = 2.0
 

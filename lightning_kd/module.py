@@ -323,6 +323,13 @@ class DistillationModule(ClassifierSystem):
         super().on_train_epoch_start()
         self.teacher.eval()
 
+    @override
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        # the same value on every process (a replicated parameter or a schedule): no sync needed
+        for name, value in self.loss.monitored_values().items():
+            self.log(f"train/{name}", value, on_step=False, on_epoch=True, rank_zero_only=True)
+
     def compute_loss_terms(
         self, student_logits: Tensor | tuple[Tensor, ...], teacher_logits: Tensor | tuple[Tensor, ...], targets: Tensor
     ) -> dict[str, Tensor]:

@@ -62,6 +62,13 @@ def test_method_trains_through_the_cli(method, standardize, tmp_path, monkeypatc
         parts = sum(float(row[f"train/{term}_epoch"]) for term in terms)
         assert math.isclose(float(row["train/loss_epoch"]), parts, rel_tol=1e-5)
     assert any(r.get("val/acc1") for r in rows)
+    # CTKD's learned temperature is logged once per epoch, inside its range [t_start, t_start + t_end]
+    temperatures = [float(r["train/temperature"]) for r in rows if r.get("train/temperature")]
+    if method == "ctkd":
+        assert len(temperatures) == 1
+        assert 1.0 < temperatures[0] < 21.0
+    else:
+        assert temperatures == []
     record = torch.load(tmp_path / "runs/demo/kd/latest/checkpoints/last.ckpt", weights_only=True)["hyper_parameters"]
     assert record["loss.class_path"] == f"lightning_kd.losses.{method}.{name}"
     assert record["loss.standardize"] is standardize

@@ -52,6 +52,14 @@ class DistillationLoss(nn.Module, ABC):
             Named scalar fp32 terms, already weighted; their sum is the training loss.
         """
 
+    def monitored_values(self) -> dict[str, Tensor]:
+        """Learned or scheduled values of the loss worth watching, as detached scalar tensors (none by default).
+
+        The module logs each as ``train/<name>`` once per training epoch (at its end), so reading them never
+        synchronizes inside a step. CTKD returns its learned temperature here.
+        """
+        return {}
+
     def hparams_dict(self) -> dict[str, Any]:
         """The constructor arguments as primitives, for checkpoint hyperparameters."""
         return {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", **self._hparams}
