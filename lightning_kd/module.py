@@ -24,7 +24,7 @@ from lightning_kd._record import absolute_weights_path, describe_factory, descri
 from lightning_kd._system import Batch, ClassifierSystem, apply_views, build_network, first_view, infer_num_classes
 from lightning_kd.losses.base import DistillationLoss
 from lightning_kd.models.external import TIMM_PREFIX, TORCHVISION_PREFIX
-from lightning_kd.models.fold import fold_batchnorm
+from lightning_kd.models.fold import fold_batchnorm, hooked_modules
 from lightning_kd.optim import cifar_multistep, cifar_sgd
 
 _TEACHER_PREFIX = "teacher."
@@ -174,6 +174,8 @@ class DistillationModule(ClassifierSystem):
         self.fold_teacher_bn = bool(fold_teacher_bn)
         # a plain attribute (a tuple, so nn.Module does not register it): the copy never enters state_dict
         self._folded_teacher: tuple[nn.Module] | None = None
+        # the teacher's hooked modules when the copy was made: the copy carries (and fires) exactly their hooks
+        self._folded_hooks: frozenset[str] = frozenset()
         self._save_record(
             {
                 **describe_network("student", student),
@@ -266,6 +268,8 @@ class DistillationModule(ClassifierSystem):
         super().on_validation_start()
         if self.trainer.state.fn != TrainerFn.FITTING:  # within fit, the copy made at on_train_start stays valid
             self._refresh_folded_teacher()
+        else:
+            self._refold_if_hooks_changed()
 
     @override
     def on_test_start(self) -> None:
@@ -292,9 +296,22 @@ class DistillationModule(ClassifierSystem):
                 "fold_teacher_bn to false (--model.init_args.fold_teacher_bn false) to silence this."
             )
             return
-        self._folded_teacher = (fold_batchnorm(self.teacher),)
+        self._fold_teacher()
         if self._graph is not None:
             self._graph.invalidate()  # a captured step reads the previous copy's weights
+
+    def _fold_teacher(self) -> None:
+        self._folded_hooks = hooked_modules(self.teacher)
+        self._folded_teacher = (fold_batchnorm(self.teacher),)
+
+    def _refold_if_hooks_changed(self) -> None:
+        """A hook put on another teacher module since the copy was made (or all hooks taken off one): copy again.
+
+        Hooks added to or removed from a module that was hooked already need nothing: the copy shares its hooks.
+        """
+        folded = self._folded_teacher
+        if folded is not None and folded[0] is not self.teacher and hooked_modules(self.teacher) != self._folded_hooks:
+            self._refresh_folded_teacher()
 
     def teacher_network(self) -> nn.Module:
         """The network that computes the teacher's logits: the folded copy with ``fold_teacher_bn``, else the teacher.
@@ -302,11 +319,15 @@ class DistillationModule(ClassifierSystem):
         Under FSDP, where the teacher is sharded, the teacher itself even with ``fold_teacher_bn``.
 
         Outside a Trainer the folded copy is built on first use.
+
+        Hooks on the teacher's modules fire on the folded copy too: the copy keeps each module that has a hook when
+        it is made, sharing its hooks (see :func:`~lightning_kd.models.fold.fold_batchnorm`); the copy is made again
+        at each training epoch start and validation start when hooks were put on other modules.
         """
         if not self.fold_teacher_bn:
             return self.teacher
         if self._folded_teacher is None:
-            self._folded_teacher = (fold_batchnorm(self.teacher),)
+            self._fold_teacher()
         return self._folded_teacher[0]
 
     @override
@@ -322,6 +343,7 @@ class DistillationModule(ClassifierSystem):
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
         self.teacher.eval()
+        self._refold_if_hooks_changed()
 
     @override
     def on_train_epoch_end(self) -> None:

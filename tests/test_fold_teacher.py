@@ -207,3 +207,96 @@ def test_a_teacher_with_empty_sharded_parameters_is_not_folded():
     with pytest.warns(UserWarning, match="sharded"):
         module.on_predict_start()
     assert module.teacher_network() is module.teacher
+
+
+# --- hooks on the teacher (issue 15) ------------------------------------------------------------------------
+
+
+class _Features:
+    """A feature collector whose bound method is the hook: it must see the folded copy's outputs itself."""
+
+    def __init__(self) -> None:
+        self.outputs: list[torch.Tensor] = []
+
+    def hook(self, module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        self.outputs.append(output.detach().cpu().numpy())  # not traceable: a proxy has no numpy()
+
+
+def test_a_forward_hook_on_a_block_fires_on_every_forward_of_the_folded_copy():
+    torch.manual_seed(0)
+    model = _randomize_batchnorms(create_model("resnet8", num_classes=10)).eval()
+    features = _Features()
+    handle = model.layer3.register_forward_hook(features.hook)
+    folded = fold_batchnorm(model)
+    assert features.outputs == []  # tracing ran no hook
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+        for _ in range(2):
+            assert _max_relative_error(expected, folded(x)) < 1e-5
+    reference, *on_copy = (torch.from_numpy(o) for o in features.outputs)
+    assert len(on_copy) == 2
+    for output in on_copy:
+        assert _max_relative_error(reference, output) < 1e-5
+    assert count_batchnorms(folded) == 0  # the hooked block is folded inside too
+    handle.remove()  # the copy shares the hooks: removing one from the teacher removes it from the copy
+    with torch.no_grad():
+        folded(x)
+    assert len(features.outputs) == 3
+
+
+def test_hooks_that_change_values_and_a_hooked_convolution_give_the_teachers_outputs():
+    torch.manual_seed(0)
+    model = _randomize_batchnorms(create_model("resnet8", num_classes=10)).eval()
+    seen: list[torch.Tensor] = []
+    model.layer2.register_forward_pre_hook(lambda m, args: (args[0] * 0.5,))
+    model.layer1[0].conv1.register_forward_hook(lambda m, args, out: seen.append(out.clone()))
+    model.register_forward_hook(lambda m, args, out: out + 1.0)  # on the teacher itself
+    folded = fold_batchnorm(model)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+        assert _max_relative_error(expected, folded(x)) < 1e-5
+    # the hooked convolution saw its own output, not one with the next BatchNorm folded in
+    assert _max_relative_error(seen[0], seen[1]) < 1e-5
+    assert count_batchnorms(folded) == 1  # only the BatchNorm after the hooked convolution stays
+
+
+class _Count(Callback):
+    """Counts the teacher's ``fc`` hook calls per stage; hooks ``bn`` too from the second epoch on.
+
+    Alone, the ``fc`` hook leaves ``conv`` -> ``bn`` to be folded: the copy has no ``bn`` until it is made again.
+    """
+
+    def __init__(self) -> None:
+        self.calls = collections.Counter()
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        pl_module.teacher.fc.register_forward_hook(lambda *_: self.calls.update([trainer.state.stage.value]))
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 0:
+            pl_module.teacher.bn.register_forward_hook(lambda *_: self.calls.update(["bn"]))
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_teacher_hooks_fire_in_a_fit_with_fold_teacher_bn_as_without(tmp_path, fold):
+    seed_everything(0)
+    module = DistillationModule(TinyNet(), TinyNet(width=16), KD(temperature=4.0), fold_teacher_bn=fold)
+    count = _Count()
+    trainer = Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        default_root_dir=tmp_path,
+        logger=False,
+        callbacks=[count],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, *separable_loaders(n=64, batch_size=16))
+    # 4 training batches and 4 validation batches per epoch; teacher/val_acc1 runs the teacher at the first one
+    assert count.calls["train"] == 8
+    assert count.calls["validate"] == 4
+    assert count.calls["bn"] == 4  # the second epoch's training batches: the copy was made again at its start
