@@ -16,7 +16,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.nn.modules.module import _IncompatibleKeys
-from torchmetrics import MaxMetric
+from torchmetrics import MaxMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
@@ -71,6 +71,45 @@ def build_network(spec: nn.Module | str, num_classes: int | None, weights: str |
 def _accuracy(num_classes: int, top_k: int) -> MulticlassAccuracy:
     # micro average = the usual "fraction of samples whose label is in the top-k" (torchmetrics defaults to macro)
     return MulticlassAccuracy(num_classes=num_classes, top_k=min(top_k, num_classes), average="micro")
+
+
+class SampleMean(Metric):
+    """Mean of a per-sample quantity over every sample a process (or, synced, all processes) saw.
+
+    Keeps a sum and a count, both summed across processes when computed, so ranks with different numbers of
+    samples are weighted by their counts. (A ``sync_dist=True`` mean of per-rank means is not: Lightning averages
+    the per-rank counts in place, which truncates an integer count, e.g. (181 + 180) / 2 -> 180.) An update adds
+    two device scalars and never reads a value on the host.
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", torch.zeros(()), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros(()), dist_reduce_fx="sum")
+        self.total: Tensor
+        self.count: Tensor
+
+    def update(self, total: Tensor, count: int) -> None:  # type: ignore[override]
+        """Add ``total``, the sum of the quantity over ``count`` samples."""
+        self.total += total.detach().to(self.total.dtype)
+        self.count += count
+
+    def compute(self) -> Tensor:
+        """The sum over the count (NaN before any sample)."""
+        return self.total / self.count
+
+
+def log_global(module: LightningModule, name: str, value: Tensor, **kwargs: Any) -> None:
+    """``module.log`` a value that is already the same on every process (reduced, or computed from synced state).
+
+    Lightning asks for ``sync_dist=True`` for every epoch-level tensor under DDP; reducing an already global value
+    again is a wasted collective (and a mean of equal values can move its last bit). ``rank_zero_only=True`` turns
+    Lightning's sync into a no-op, ``sync_dist=True`` says the value needs none: no collective, no warning. Every
+    process still calls this with the same value, so callbacks that monitor it agree across processes.
+    """
+    module.log(name, value, sync_dist=True, rank_zero_only=True, **kwargs)
 
 
 def apply_views(net: nn.Module, inputs: Tensor | tuple[Tensor, ...] | list[Tensor]) -> Tensor | tuple[Tensor, ...]:
@@ -140,6 +179,8 @@ class ClassifierSystem(LightningModule):
         self.val_acc5 = _accuracy(num_classes, 5)
         self.test_acc1 = _accuracy(num_classes, 1)
         self.test_acc5 = _accuracy(num_classes, 5)
+        self.val_loss = SampleMean()
+        self.test_loss = SampleMean()
         self.val_acc1_best = MaxMetric()
         self.val_acc1_best.persistent(True)  # a resumed run continues the best-so-far, it does not restart it
 
@@ -381,39 +422,47 @@ class ClassifierSystem(LightningModule):
             return
         sums = self.trainer.strategy.reduce(self.train_stats.epoch_sums(), reduce_op="sum")
         means, accuracy = self.train_stats.means(sums)
+        # summed over the processes above: already global
         for name, value in means.items():
-            self.log(f"train/{name}_epoch", value, on_step=False, on_epoch=True)
-        self.log("train/acc1", accuracy, on_step=False, on_epoch=True)
+            log_global(self, f"train/{name}_epoch", value, on_step=False, on_epoch=True)
+        log_global(self, "train/acc1", accuracy, on_step=False, on_epoch=True)
 
     # ------------------------------------------------------------------ evaluation
 
-    def _evaluate(self, batch: Batch, stage: str, acc1: MulticlassAccuracy, acc5: MulticlassAccuracy) -> Tensor:
+    def _evaluate(
+        self, batch: Batch, stage: str, acc1: MulticlassAccuracy, acc5: MulticlassAccuracy, loss: SampleMean
+    ) -> Tensor:
         inputs, targets = batch
         inputs = self._format_inputs(inputs)
         logits = first_view(apply_views(self.network, inputs))
         acc1.update(logits, targets)
         acc5.update(logits, targets)
         n = targets.shape[0]
-        self.log(f"{stage}/loss", F.cross_entropy(logits.float(), targets), on_epoch=True, batch_size=n, sync_dist=True)
+        # metric objects: their states (counts, sums) are summed across processes at the epoch's end, so under DDP
+        # (where the data modules give each evaluation sample to exactly one process) the values are those of one
+        # device evaluating the whole split
+        loss.update(F.cross_entropy(logits.float(), targets, reduction="sum"), n)
+        self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=n)
         self.log(f"{stage}/acc1", acc1, on_epoch=True, prog_bar=stage == "val", batch_size=n)
         self.log(f"{stage}/acc5", acc5, on_epoch=True, batch_size=n)
         return logits
 
     @override
     def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor | None]:
-        logits = self._evaluate(batch, "val", self.val_acc1, self.val_acc5)
+        logits = self._evaluate(batch, "val", self.val_acc1, self.val_acc5, self.val_loss)
         return {"logits": logits, "targets": batch[1]}
 
     @override
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
+        # val_acc1.compute() reads the accuracy synced across processes: the best-so-far is global too
         self.val_acc1_best.update(self.val_acc1.compute())
-        self.log("val/acc1_best", self.val_acc1_best.compute(), prog_bar=True)
+        log_global(self, "val/acc1_best", self.val_acc1_best.compute(), prog_bar=True)
 
     @override
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_acc1, self.test_acc5)
+        self._evaluate(batch, "test", self.test_acc1, self.test_acc5, self.test_loss)
 
     @override
     def predict_step(self, batch: Batch | Tensor, batch_idx: int) -> Tensor:

@@ -21,7 +21,15 @@ from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
 from lightning_kd._record import absolute_weights_path, describe_factory, describe_network
-from lightning_kd._system import Batch, ClassifierSystem, apply_views, build_network, first_view, infer_num_classes
+from lightning_kd._system import (
+    Batch,
+    ClassifierSystem,
+    apply_views,
+    build_network,
+    first_view,
+    infer_num_classes,
+    log_global,
+)
 from lightning_kd.losses.base import DistillationLoss
 from lightning_kd.models.external import TIMM_PREFIX, TORCHVISION_PREFIX
 from lightning_kd.models.fold import fold_batchnorm, hooked_modules
@@ -350,7 +358,7 @@ class DistillationModule(ClassifierSystem):
         super().on_train_epoch_end()
         # the same value on every process (a replicated parameter or a schedule): no sync needed
         for name, value in self.loss.monitored_values().items():
-            self.log(f"train/{name}", value, on_step=False, on_epoch=True, rank_zero_only=True)
+            log_global(self, f"train/{name}", value, on_step=False, on_epoch=True)
 
     def compute_loss_terms(
         self, student_logits: Tensor | tuple[Tensor, ...], teacher_logits: Tensor | tuple[Tensor, ...], targets: Tensor
@@ -389,7 +397,7 @@ class DistillationModule(ClassifierSystem):
 
     @override
     def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor | None]:
-        logits = self._evaluate(batch, "val", self.val_acc1, self.val_acc5)
+        logits = self._evaluate(batch, "val", self.val_acc1, self.val_acc5, self.val_loss)
         teacher_logits = None
         wanted = self.teacher_in_validation or not self._teacher_acc_logged
         if self.teacher_available and wanted and not self.trainer.sanity_checking:
@@ -408,7 +416,8 @@ class DistillationModule(ClassifierSystem):
             rank_zero_info("No teacher weights are loaded: teacher/val_acc1 is not logged.")
         else:
             # self.log is not allowed in on_fit_start: log the teacher once, at the first real validation epoch
-            self.log("teacher/val_acc1", self.teacher_val_acc1.compute())
+            # compute() reads the state synced across processes: already global
+            log_global(self, "teacher/val_acc1", self.teacher_val_acc1.compute())
             self.teacher_val_acc1.reset()
         self._teacher_acc_logged = True
 
