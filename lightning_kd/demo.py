@@ -1,10 +1,16 @@
 """The end-to-end demo behind ``make demo``: a teacher, a student baseline, KD and KD + LS on the digits.
 
 Each run goes through the real command line (``python -m lightning_kd fit --config configs/demo/<run>.yaml``)
-on the CPU. Nothing is deleted: every run writes a new run folder ``runs/demo/<run>/version_N/`` and points
-``runs/demo/<run>/latest`` at it, so the students distil from the teacher just trained
-(``runs/demo/teacher/latest/checkpoints/best.ckpt``) and the table is read from the new runs' logged metrics
-(``runs/demo/<run>/latest/metrics.csv``). Earlier demo runs stay beside them (``make clean-runs`` removes all).
+on the CPU, printing one line per epoch (:class:`EpochLine`). Nothing is deleted: every run writes a new run
+folder ``runs/demo/<run>/version_N/`` and points ``runs/demo/<run>/latest`` at it, and the table is read from the
+new runs' logged metrics (``<run folder>/metrics.csv``). Earlier demo runs stay beside them (``make clean-runs``
+removes all).
+
+How the students get their teacher: after the teacher run, the demo points ``runs/demo/teacher.ckpt`` (a relative
+link, or a copy where links are not allowed) at that run's ``checkpoints/best.ckpt``, and
+``configs/demo/kd.yaml`` / ``kd_ls.yaml`` read ``runs/demo/teacher.ckpt``. Only this demo writes that file, so a
+later ``lightning-kd fit --config configs/demo/teacher.yaml`` (a 1-epoch test, say) cannot change which teacher
+the students distil from. ``--runs kd kd_ls`` alone reuses the teacher of the last demo.
 
 Usage::
 
@@ -15,17 +21,69 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from lightning.pytorch import Callback, LightningModule, Trainer
+
 from lightning_kd.run_folders import latest_run
 
 RUNS = ("teacher", "student", "kd", "kd_ls")
+#: runs that distil from the demo teacher
+STUDENTS_OF_TEACHER = ("kd", "kd_ls")
+#: the demo teacher's checkpoint (relative to the root): a link to the best checkpoint of the demo's teacher run
+TEACHER_CHECKPOINT = Path("runs/demo/teacher.ckpt")
 #: quality the demo must reach (best validation top-1, fractions)
 MIN_TEACHER_ACC = 0.95
 MIN_RUN_ACC = 0.80
+#: the metrics of a line of :class:`EpochLine`, in order, when logged (accuracies are shown in percent)
+EPOCH_LINE_METRICS = ("train/loss_epoch", "val/loss", "val/acc1", "val/acc1_best")
+
+
+class EpochLine(Callback):
+    """Print one line per training epoch: its number, loss, validation top-1 and the time it took.
+
+    A line for a log file, unlike a progress bar. Each line is printed once the epoch's metrics are all logged
+    (when the next epoch starts, or when training ends). Only rank zero prints.
+    """
+
+    def __init__(self) -> None:
+        self._pending: int | None = None
+        self._started = 0.0
+        self._seconds = 0.0
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._flush(trainer)
+        self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._pending = trainer.current_epoch
+        self._seconds = time.perf_counter() - self._started
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._flush(trainer)
+
+    def _flush(self, trainer: Trainer) -> None:
+        if self._pending is None or not trainer.is_global_zero:
+            self._pending = None
+            return
+        print(epoch_line(self._pending, trainer.max_epochs, trainer.callback_metrics, self._seconds), flush=True)
+        self._pending = None
+
+
+def epoch_line(epoch: int, max_epochs: int | None, metrics: dict, seconds: float) -> str:
+    """``epoch 3/12: train/loss_epoch 0.412, val/loss 0.103, val/acc1 97.50%, ... (4.1 s)`` (``epoch`` from 0)."""
+    parts = []
+    for name in EPOCH_LINE_METRICS:
+        if name in metrics:
+            value = float(metrics[name])
+            parts.append(f"{name} {100 * value:.2f}%" if "acc" in name else f"{name} {value:.3f}")
+    total = f"/{max_epochs}" if max_epochs is not None and max_epochs > 0 else ""
+    return f"epoch {epoch + 1}{total}: {', '.join(parts) or 'no metrics logged'} ({seconds:.1f} s)"
 
 
 def read_accuracies(metrics_csv: Path) -> tuple[float, float]:
@@ -50,12 +108,43 @@ def markdown_table(results: dict[str, tuple[float, float]]) -> str:
     return "\n".join(lines)
 
 
+def publish_teacher(root: Path, teacher_run: Path) -> Path:
+    """Point ``<root>/runs/demo/teacher.ckpt`` at ``teacher_run``'s ``checkpoints/best.ckpt``, atomically.
+
+    A relative link; where the file system refuses links, a copy of the checkpoint.
+
+    Returns:
+        The ``teacher.ckpt`` path.
+
+    Raises:
+        FileNotFoundError: if the teacher run has no ``checkpoints/best.ckpt``.
+    """
+    best = teacher_run / "checkpoints" / "best.ckpt"
+    if not best.is_file():
+        raise FileNotFoundError(f"{best} does not exist: the teacher run saved no best checkpoint.")
+    link = root / TEACHER_CHECKPOINT
+    temporary = link.with_name(f".{link.name}.{os.getpid()}")
+    temporary.unlink(missing_ok=True)
+    try:
+        temporary.symlink_to(os.path.relpath(best.resolve(), link.parent.resolve()))
+    except OSError:
+        shutil.copyfile(best, temporary)
+    os.replace(temporary, link)
+    return link
+
+
 def run_demo(root: Path, runs: tuple[str, ...] = RUNS) -> dict[str, tuple[float, float]]:
     """Run the demo configs in order through the CLI and return each run's ``(best, last)`` top-1.
 
     Raises:
+        FileNotFoundError: if a distillation run is asked for and no demo teacher was trained yet.
         RuntimeError: if a run did not make a new run folder (the ``latest`` link did not move).
     """
+    teacher = root / TEACHER_CHECKPOINT
+    if "teacher" not in runs and any(run in STUDENTS_OF_TEACHER for run in runs) and not teacher.exists():
+        raise FileNotFoundError(
+            f"{teacher} does not exist: add 'teacher' to --runs (the demo trains the teacher and links it there)."
+        )
     results = {}
     for run in runs:
         out_dir = root / "runs" / "demo" / run
@@ -68,6 +157,9 @@ def run_demo(root: Path, runs: tuple[str, ...] = RUNS) -> dict[str, tuple[float,
         folder = latest_run(out_dir)
         if folder == previous:
             raise RuntimeError(f"{run}: the fit finished but {out_dir / 'latest'} still points at {previous}.")
+        if run == "teacher":
+            link = publish_teacher(root, folder)
+            print(f"==> the students distil from {link.relative_to(root)} -> {folder / 'checkpoints/best.ckpt'}")
         results[run] = read_accuracies(folder / "metrics.csv")
     return results
 
@@ -79,7 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS, help="runs to do, in order")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    results = run_demo(args.root, tuple(args.runs))
+    try:
+        results = run_demo(args.root, tuple(args.runs))
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"\nDemo finished in {time.perf_counter() - start:.0f} s (handwritten digits, CPU).\n")
     print(markdown_table(results))
     failures = [

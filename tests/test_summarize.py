@@ -383,3 +383,109 @@ def test_teachers_are_trained_before_the_runs_that_need_them(reproduce, tmp_path
     summary = (out / "cifar100_summary.md").read_text()
     assert "| cifar100/vanilla/vgg13 | 1 | 0 | 2 | 70.00 | 70.00 | 74.64 | -4.64 |" in summary
     assert "cifar100/dkd_ls/vgg13_MobileNetV2" in summary
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# sub-runs, recipes and failed runs are never pooled
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _stage_folder(run: Path, stage: str, acc: float) -> None:
+    """``<run>/<stage>`` as `validate` / `test --ckpt_path <run>/checkpoints/...` writes it."""
+    sub = run / stage
+    sub.mkdir()
+    (sub / "config.yaml").write_text((run / "config.yaml").read_text())
+    (sub / "hparams.yaml").write_text("{}\n")
+    metric = "val" if stage.startswith("validate") else "test"
+    (sub / "metrics.csv").write_text(f"epoch,step,{metric}/acc1,{metric}/loss\n0,0,{acc},1.0\n")
+
+
+def test_sub_runs_are_neither_presets_nor_runs(tmp_path):
+    group = tmp_path / "runs" / "cifar100" / "kd_ls" / "resnet32x4_resnet8x4"
+    run = write_run(group / "version_0", [0.70, 0.75], seed=0)
+    _stage_folder(run, "validate_0", 0.75)
+    _stage_folder(run, "test_0", 0.74)
+    _stage_folder(run, "predict_1", 0.74)
+    summaries, problems = summarize.summarize([str(tmp_path / "runs")])
+    assert problems == []  # test_0 is not "a run that has not finished a validation epoch"
+    assert [(s.preset, s.n, s.group) for s in summaries] == [("cifar100/kd_ls/resnet32x4_resnet8x4", 1, group)]
+    # a run whose logger version happens to be called test_0 (no run folder above it) is still a run
+    write_run(tmp_path / "other" / "g" / "test_0", [0.6], seed=1)
+    summaries, _ = summarize.summarize([str(tmp_path / "other")])
+    assert [s.n for s in summaries] == [1]
+
+
+def _edit_config(run: Path, **settings) -> None:
+    """Set dotted ``settings`` (``trainer.max_epochs``, ...) in ``run``'s config.yaml."""
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    for dotted, value in settings.items():
+        *parents, last = dotted.split(".")
+        node = config
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_runs_of_one_preset_with_different_recipes_are_separate_rows(tmp_path, capsys):
+    group = tmp_path / "runs" / "cifar100" / "kd_ls" / "resnet32x4_resnet8x4"
+    runs = [
+        write_run(group / "version_0", [0.10], seed=0),  # 1 epoch
+        write_run(group / "version_1", [0.10, 0.20], seed=0),  # 2 epochs
+        write_run(group / "version_2", [0.10, 0.30], seed=1),  # 2 epochs, another seed: the same recipe
+        write_run(group / "version_3", [0.70] * 15, seed=0),  # 15 epochs
+        write_run(group / "version_4", [0.60] * 15, seed=2),  # 15 epochs, another learning rate
+        write_run(group / "version_5", [0.50] * 15, seed=3),  # 15 epochs, resumed from version_3's last.ckpt
+    ]
+    for run in runs:  # the logger's version differs from run to run, as the CLI writes it
+        _edit_config(run, **{"trainer.logger.class_path": "CSVLogger", "trainer.logger.init_args.version": run.name})
+    _edit_config(runs[4], **{"model.init_args.optimizer.init_args.lr": 0.1})
+    _edit_config(runs[5], ckpt_path=str(runs[3] / "checkpoints" / "last.ckpt"))
+
+    summaries, problems = summarize.summarize([str(tmp_path / "runs")])
+    assert problems == []
+    rows = {(s.runs[0].max_epochs, s.n, tuple(r.seed for r in s.runs)) for s in summaries}
+    assert rows == {(1, 1, (0,)), (2, 2, (0, 1)), (15, 2, (0, 3)), (15, 1, (2,))}
+
+    assert summarize.main([str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    preset = "cifar100/kd_ls/resnet32x4_resnet8x4"
+    assert f"| {preset} (lr=unset, max_epochs=1) | 1 | 0 | 1 | 10.00 | 10.00 |" in out
+    assert f"| {preset} (lr=unset, max_epochs=2) | 2 | 0, 1 | 2 | 25.00 ± 7.07 | 25.00 ± 7.07 |" in out
+    assert f"| {preset} (lr=unset, max_epochs=15) | 2 | 0, 3 | 15 | 60.00 ± 14.14 |" in out
+    assert f"| {preset} (lr=0.1, max_epochs=15) | 1 | 2 | 15 | 60.00 | 60.00 |" in out
+    assert "pooled only when their config.yaml settings are equal" in out
+
+
+def test_a_failed_run_is_reported_as_failed_and_not_pooled(tmp_path, capsys):
+    group = tmp_path / "runs" / "cifar100" / "kd" / "vgg13_vgg8"
+    kwargs = {"standardize": False, "teacher": "vgg13", "student": "vgg8", "max_epochs": 3}
+    for seed in (0, 1):
+        run = write_run(group / f"version_{seed}", [0.70, 0.71, 0.72 + seed / 100], seed=seed, **kwargs)
+        (run / "status.json").write_text(json.dumps({"status": "finished"}))
+    crashed = write_run(group / "version_2", [0.10], seed=2, **kwargs)  # crashed in its second epoch
+    error = "FloatingPointError: the training loss is nan at epoch 1"
+    (crashed / "status.json").write_text(json.dumps({"status": "failed", "error": error}))
+    early = group / "version_3"  # crashed before its first validation: no val/acc1 at all
+    early.mkdir()
+    (early / "metrics.csv").write_text("epoch,step,train/loss_step\n0,9,nan\n")
+    (early / "status.json").write_text(json.dumps({"status": "failed", "error": "RuntimeError: out of memory"}))
+    write_run(group / "version_4", [0.40], seed=4, **kwargs)  # no status.json: read as it stands (unfinished)
+
+    summaries, problems = summarize.summarize([str(tmp_path / "runs")])
+    assert [[run.seed for run in s.runs] for s in summaries] == [[0, 1, 4]]
+    assert sorted(problems) == [
+        f"{crashed}: failed during training (status.json): {error}",
+        f"{early}: failed during training (status.json): RuntimeError: out of memory",
+    ]
+    assert summarize.main([str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "| cifar100/kd/vgg13_vgg8 | 3 | 0, 1, 4 | 1-3 (1 unfinished) |" in out
+    assert f"- {crashed}: failed during training (status.json): {error}" in out.splitlines()
+
+    # only failed runs: nothing to summarize, and the error says why
+    only = tmp_path / "only"
+    only.mkdir()
+    crashed.rename(only / "version_2")
+    assert summarize.main([str(only)]) == 1
+    assert "failed during training (status.json)" in capsys.readouterr().err

@@ -7,6 +7,17 @@ preset (dataset, loss and whether it standardizes, teacher and student), which s
 :mod:`lightning_kd.tools.paper_results`, and the seed. Without a ``config.yaml`` the preset is read from the folder
 names instead (``.../<method>/<teacher>_<student>/<version>`` or ``.../imagenet/<pair>/<method>/<version>``).
 
+What is never pooled:
+
+* sub-runs: ``validate_K``, ``test_K`` and ``predict_K`` folders inside a run folder (an evaluation of that run's
+  checkpoint, logged beside it) are neither runs nor presets, and are skipped;
+* runs of one preset with different recipes: runs are pooled only when their ``config.yaml`` settings are equal
+  except ``seed_everything`` and the per-run paths (the logger's ``version``, the ``ckpt_path`` a run resumed
+  from). Each recipe is its own row, labelled with the settings that tell the rows apart
+  (``digits/kd_ls/resnet20_resnet8 (max_epochs=2)``);
+* failed runs: a run folder whose ``status.json`` (written by the CLI) says ``"status": "failed"`` is listed as
+  failed, with its error, under "Runs left out". Runs without ``status.json`` are read as they stand.
+
 The reported statistic follows the paper: "best" is the best-epoch top-1 of each run (the paper reports the mean of
 4 runs' best epochs), "last" the final epoch's. The std is the sample standard deviation (n - 1).
 
@@ -21,7 +32,9 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
+import json
 import math
+import re
 import statistics
 import sys
 from collections.abc import Iterable, Sequence
@@ -37,6 +50,17 @@ __all__ = ["PresetSummary", "RunResult", "SummaryError", "format_markdown", "mai
 
 METRICS_FILE = "metrics.csv"
 CONFIG_FILE = "config.yaml"
+STATUS_FILE = "status.json"
+# evaluations of a run's checkpoint, logged inside the run folder (lightning_kd.run_folders.next_stage_folder)
+_SUB_RUN = re.compile(r"(validate|test|predict)_\d+")
+# files or folders that only a run folder holds
+_RUN_MARKERS = (METRICS_FILE, CONFIG_FILE, "hparams.yaml", "checkpoints")
+# config.yaml settings that differ from run to run of one recipe: the seed and per-run paths
+_PER_RUN_SETTINGS = (
+    re.compile(r"seed_everything"),
+    re.compile(r"ckpt_path"),
+    re.compile(r"trainer\.logger(\.\d+)?\.init_args\.version"),
+)
 # How presets are named by dataset: the layout of configs/ (and of runs/ under the run-folder convention).
 _LAYOUTS = {"cifar100": "cifar100/{method}/{pair}", "imagenet": "imagenet/{pair}/{method}"}
 _DATASETS = {"CIFAR100DataModule": "cifar100", "ImageNetDataModule": "imagenet"}
@@ -65,6 +89,8 @@ class RunResult:
         last: Top-1 of the last logged epoch, in percent.
         epochs: Number of logged validation epochs.
         max_epochs: Epochs the run was configured for, ``None`` when unknown.
+        recipe: The run's ``config.yaml`` settings as sorted ``(dotted key, value)`` pairs, without the seed and
+            the per-run paths; ``None`` without a config. Runs are pooled only when their recipes are equal.
     """
 
     folder: Path
@@ -74,6 +100,7 @@ class RunResult:
     last: float
     epochs: int
     max_epochs: int | None
+    recipe: tuple[tuple[str, str], ...] | None = None
 
     @property
     def finished(self) -> bool:
@@ -89,6 +116,8 @@ class PresetSummary:
     group: Path
     runs: tuple[RunResult, ...]
     paper: PaperResult | None
+    #: the recipe settings that tell this row from other rows of the same preset (empty when it is the only one)
+    distinct: tuple[tuple[str, str], ...] = ()
 
     @property
     def n(self) -> int:
@@ -101,8 +130,13 @@ class PresetSummary:
         return statistics.fmean(values), std
 
 
+def is_sub_run(folder: Path) -> bool:
+    """Whether ``folder`` is a ``validate_K`` / ``test_K`` / ``predict_K`` evaluation inside a run folder."""
+    return bool(_SUB_RUN.fullmatch(folder.name)) and any((folder.parent / m).exists() for m in _RUN_MARKERS)
+
+
 def _expand(patterns: Iterable[str]) -> list[Path]:
-    """Every ``metrics.csv`` named by the patterns (files, run folders, parent folders, globs)."""
+    """Every ``metrics.csv`` named by the patterns (files, run folders, parent folders, globs), sub-runs left out."""
     found: list[Path] = []
     for pattern in patterns:
         matches = sorted(glob.glob(pattern, recursive=True)) or ([pattern] if Path(pattern).exists() else [])
@@ -115,7 +149,7 @@ def _expand(patterns: Iterable[str]) -> list[Path]:
                 found.append(match)
             else:
                 found.extend(sorted(match.rglob(METRICS_FILE)))
-    unique = list(dict.fromkeys(path.resolve() for path in found))
+    unique = [path for path in dict.fromkeys(path.resolve() for path in found) if not is_sub_run(path.parent)]
     if not unique:
         raise SummaryError(
             f"No {METRICS_FILE} found under {', '.join(patterns)}: runs log it in runs/<group>/<name>/version_N/ "
@@ -171,13 +205,46 @@ def _preset_from_folders(folder: Path) -> str:
     return matches[0] if matches else "/".join(folder.parent.parts[-3:])
 
 
+def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """``(dotted key, value)`` pairs of a nested config; list items are numbered (``callbacks.0.class_path``)."""
+    if isinstance(value, dict) and value:
+        return [pair for key, item in value.items() for pair in _flatten(item, f"{prefix}{key}.")]
+    if isinstance(value, list) and value:
+        return [pair for index, item in enumerate(value) for pair in _flatten(item, f"{prefix}{index}.")]
+    return [(prefix.removesuffix("."), json.dumps(value, sort_keys=True, default=str))]
+
+
+def recipe_of(config: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The settings that make a run's recipe: every ``config.yaml`` setting but the seed and the per-run paths."""
+    pairs = _flatten(config)
+    return tuple(sorted((k, v) for k, v in pairs if not any(p.fullmatch(k) for p in _PER_RUN_SETTINGS)))
+
+
+class RunFailed(SummaryError):
+    """A run whose ``status.json`` says it failed."""
+
+
+def read_status(folder: Path) -> dict[str, Any] | None:
+    """The run folder's ``status.json`` (written by the CLI), or ``None`` when it has none or it is unreadable."""
+    try:
+        status = json.loads((folder / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return status if isinstance(status, dict) else None
+
+
 def read_run(metrics_csv: Path, metric: str = "val/acc1") -> RunResult:
     """Read one run: its top-1 curve from ``metrics.csv`` and its preset and seed from ``config.yaml`` beside it.
 
     Raises:
+        RunFailed: When the run's ``status.json`` says ``"status": "failed"``.
         SummaryError: When the file has no ``metric`` values, or values outside [0, 1].
     """
     folder = metrics_csv.parent
+    status = read_status(folder)
+    if status is not None and status.get("status") == "failed":
+        error = str(status.get("error") or "no error recorded").strip().splitlines()
+        raise RunFailed(f"{folder}: failed during training ({STATUS_FILE}): {error[0] if error else '?'}")
     top1 = _read_top1(metrics_csv, metric)
     config_path = folder / CONFIG_FILE
     config: dict[str, Any] = {}
@@ -194,6 +261,7 @@ def read_run(metrics_csv: Path, metric: str = "val/acc1") -> RunResult:
         last=top1[-1],
         epochs=len(top1),
         max_epochs=max_epochs if isinstance(max_epochs, int) else None,
+        recipe=recipe_of(config) if config else None,
     )
 
 
@@ -205,7 +273,8 @@ def summarize(paths: Sequence[str], metric: str = "val/acc1") -> tuple[list[Pres
         metric: The logged accuracy to summarize.
 
     Returns:
-        The summaries (paper-table order first, then by name), and one line per run that could not be read.
+        The summaries (paper-table order first, then by name; one per preset, run group and recipe), and one
+        line per run that is left out (failed, or could not be read).
 
     Raises:
         SummaryError: When nothing matches, no ``metrics.csv`` exists, or none of them holds ``metric``.
@@ -219,9 +288,9 @@ def summarize(paths: Sequence[str], metric: str = "val/acc1") -> tuple[list[Pres
             problems.append(str(error))
     if not runs:
         raise SummaryError("No run with a logged top-1 was found:\n  " + "\n  ".join(problems))
-    groups: dict[tuple[str, Path], list[RunResult]] = {}
+    groups: dict[tuple[str, Path, Any], list[RunResult]] = {}
     for run in runs:
-        groups.setdefault((run.preset, run.folder.parent), []).append(run)
+        groups.setdefault((run.preset, run.folder.parent, run.recipe), []).append(run)
     order = {key: index for index, key in enumerate(PAPER_TOP1)}
     summaries = [
         PresetSummary(
@@ -229,11 +298,33 @@ def summarize(paths: Sequence[str], metric: str = "val/acc1") -> tuple[list[Pres
             group,
             tuple(sorted(members, key=lambda r: (r.seed is None, r.seed, str(r.folder)))),
             PAPER_TOP1.get(preset),
+            _distinct(recipe, [key[2] for key in groups if key[0] == preset]),
         )
-        for (preset, group), members in groups.items()
+        for (preset, group, recipe), members in groups.items()
     ]
-    summaries.sort(key=lambda s: (order.get(s.preset, len(order)), s.preset, str(s.group)))
+    summaries.sort(
+        key=lambda s: (order.get(s.preset, len(order)), s.preset, str(s.group), s.runs[0].max_epochs or 0, s.distinct)
+    )
     return summaries, problems
+
+
+def _distinct(recipe: Any, recipes: list[Any]) -> tuple[tuple[str, str], ...]:
+    """The settings of ``recipe`` whose values are not the same in all ``recipes`` (those of one preset)."""
+    if recipe is None:
+        return (("config", "none"),) if len(set(recipes)) > 1 else ()
+    known = [dict(r) for r in recipes if r is not None]
+    keys = {key for r in known for key in r}
+    mine = dict(recipe)
+    return tuple((key, mine.get(key, "unset")) for key in sorted(keys) if len({r.get(key, "unset") for r in known}) > 1)
+
+
+def _short_settings(distinct: Sequence[tuple[str, str]], limit: int = 3) -> str:
+    """``max_epochs=2, lr=0.1`` (the last part of each key, unless two keys share it), at most ``limit``."""
+    last = [key.rsplit(".", 1)[-1] for key, _ in distinct]
+    names = [short if last.count(short) == 1 else key for (key, _), short in zip(distinct, last, strict=True)]
+    values = [value[1:-1] if value.startswith('"') else value for _, value in distinct]  # JSON strings unquoted
+    text = ", ".join(f"{name}={value}" for name, value in zip(names[:limit], values[:limit], strict=True))
+    return text + (f", +{len(distinct) - limit} more" if len(distinct) > limit else "")
 
 
 def _stat(mean: float, std: float) -> str:
@@ -249,7 +340,10 @@ def _epochs(runs: Sequence[RunResult]) -> str:
 
 def format_markdown(summaries: Sequence[PresetSummary], problems: Sequence[str] = ()) -> str:
     """A Markdown table: one row per preset, mean ± std (n - 1) in percent, the paper's number and the gap."""
-    repeated = {s.preset for s in summaries if sum(t.preset == s.preset for t in summaries) > 1}
+    groups_of: dict[str, set[Path]] = {}
+    for s in summaries:
+        groups_of.setdefault(s.preset, set()).add(s.group)
+    repeated = {preset for preset, groups in groups_of.items() if len(groups) > 1}
     lines = [
         "| preset | n | seeds | epochs | best top-1 (%) | last top-1 (%) | paper (%) | best − paper |",
         "|---|---|---|---|---|---|---|---|",
@@ -258,7 +352,10 @@ def format_markdown(summaries: Sequence[PresetSummary], problems: Sequence[str] 
     for summary in summaries:
         best, best_std = summary.mean_std("best")
         last, last_std = summary.mean_std("last")
-        label = f"{summary.preset} ({summary.group})" if summary.preset in repeated else summary.preset
+        details = [str(summary.group)] if summary.preset in repeated else []
+        if summary.distinct:
+            details.append(_short_settings(summary.distinct))
+        label = f"{summary.preset} ({'; '.join(details)})" if details else summary.preset
         seeds = ", ".join("?" if run.seed is None else str(run.seed) for run in summary.runs)
         paper, gap = "—", "—"
         if summary.paper is not None:
@@ -274,6 +371,11 @@ def format_markdown(summaries: Sequence[PresetSummary], problems: Sequence[str] 
         "Mean ± sample std (n − 1) over runs of the best-epoch and last-epoch top-1; the paper reports the mean of the "
         "best epochs of 4 runs.",
     ]
+    if any(summary.distinct for summary in summaries):
+        notes.append(
+            "Runs of one preset are pooled only when their config.yaml settings are equal but for the seed and the "
+            "per-run paths; the settings in parentheses tell the rows of a preset apart."
+        )
     if unverified:
         notes.append("\\* not checked against the paper's PDF (lightning_kd/tools/paper_results.py).")
     if any(not run.finished for summary in summaries for run in summary.runs):
