@@ -12,8 +12,6 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_kd._system import log_global
-
 #: layout of the running-sum vector kept on the device
 _MEAN_SUM, _MEAN_SQ, _STD_SUM, _STD_SQ = 0, 1, 2, 3  # per role, offset by _ROLE_OFFSET[role]
 _ROLE_OFFSET = {"student": 0, "teacher": 4}
@@ -173,9 +171,9 @@ class LogitStatistics(Callback):
             return
         sums = trainer.strategy.reduce(self._sums, reduce_op="sum")
         metrics = self.compute(sums, _base_temperature(pl_module))
-        # already reduced across processes: logged as global values (no second collective, no sync warning)
-        for name, value in metrics.items():
-            log_global(pl_module, name, value.float())
+        # Already reduced across processes, so equal on all of them. sync_dist=True silences Lightning's warning; the
+        # mean it takes over equal values costs one scalar collective per value at the epoch's end.
+        pl_module.log_dict({name: value.float() for name, value in metrics.items()}, sync_dist=True)
         if trainer.is_global_zero and self._samples:
             self._log_histograms(trainer, _base_temperature(pl_module))
 
