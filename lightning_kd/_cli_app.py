@@ -18,14 +18,16 @@ On top of Lightning's CLI:
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import ModelSummary, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -35,7 +37,12 @@ from typing_extensions import override
 import lightning_kd.data
 import lightning_kd.losses
 import lightning_kd.module  # noqa: F401
+from lightning_kd._checkpoint_file import check_checkpoint_file, is_checkpoint_file_name
+from lightning_kd._cli_parser import KDArgumentParser
 from lightning_kd._model_from_checkpoint import with_model_from_checkpoint
+from lightning_kd.callbacks.console import ModelSummaryTable, RunProgressBar
+from lightning_kd.callbacks.prediction_writer import PredictionWriter
+from lightning_kd.callbacks.run_status import RunStatus
 from lightning_kd.run_folders import find_run_folder, next_stage_folder, update_latest
 
 #: checkpoint key under which the CLI records the data the model was trained on (class count, normalization)
@@ -46,18 +53,48 @@ _PRECEDENCE = (
     "only the weights and the training state, never settings (only when no model is configured at all is the model "
     "rebuilt from the checkpoint's record)."
 )
+_FIT_INTRO = (
+    "lightning-kd fit trains a student from a frozen teacher. The model is a lightning_kd.DistillationModule: "
+    "--model.init_args.student and .teacher (a zoo name such as resnet8x4, 'torchvision/...', 'timm/...', or a "
+    "module), .teacher_weights (the teacher's trained checkpoint; fit refuses to start without it), and .loss, the "
+    "distillation objective (lightning_kd.losses.KD, DKD, MLKD or CTKD; standardize: true adds the paper's z-score "
+    "logit standardization). Presets for every pair and method of the paper are in configs/cifar100/<method>/ and "
+    "configs/imagenet/; configs/demo/ runs on a CPU in minutes. Example: lightning-kd fit --config "
+    "configs/demo/kd_ls.yaml --trainer.max_epochs 5. Lightning's own options follow. "
+)
 SUBCOMMAND_DESCRIPTIONS = {
-    "fit": "Train the model. Each run writes a new run folder runs/<group>/<name>/version_N/ (config.yaml, "
+    "fit": _FIT_INTRO
+    + "Each run writes a new run folder runs/<group>/<name>/version_N/ (config.yaml, "
     "metrics.csv, hparams.yaml, checkpoints/best.ckpt and last.ckpt) and points runs/<group>/<name>/latest at it. "
     + _PRECEDENCE,
     "validate": "Evaluate on the validation split. A --ckpt_path inside a run folder logs to <run>/validate_K/. "
     + _PRECEDENCE,
     "test": "Evaluate on the test split. A --ckpt_path inside a run folder logs to <run>/test_K/; a distillation "
     "checkpoint needs no teacher file (teacher/* metrics are skipped). " + _PRECEDENCE,
-    "predict": "Predict with the model. A --ckpt_path inside a run folder logs to <run>/predict_K/. " + _PRECEDENCE,
+    "predict": "Predict with the model and write predictions.csv (per sample: index, predicted class and its "
+    "probability, top-5 classes and probabilities, target) into the log folder; a --ckpt_path inside a run folder "
+    "logs to <run>/predict_K/. " + _PRECEDENCE,
 }
 # loggers whose folder is save_dir/name/version, the layout the run folders rely on
 _FOLDER_LOGGERS = (CSVLogger, TensorBoardLogger)
+
+
+class _DropLitLoggerTip(logging.Filter):
+    """Lightning 2.6 advertises its cloud logger at every trainer start; a run's output should be about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # tests/test_cli.py fails if the tip comes back under other words
+        return "litlogger" not in record.getMessage()
+
+
+def _quiet_lightning() -> None:
+    """Silence the two messages every run printed that say nothing about it (see tests/test_cli.py)."""
+    # Lightning 2.6's own use of a torch 2.14 deprecated name; nothing a user can act on
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch"):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, _DropLitLoggerTip) for f in target.filters):
+            target.addFilter(_DropLitLoggerTip())
 
 
 class RecordData(Callback):
@@ -82,9 +119,22 @@ class RecordData(Callback):
 class KDLightningCLI(LightningCLI):
     """LightningCLI for this project (see the module docstring for what it adds to Lightning's)."""
 
+    _given_num_classes: int | None = None
+
     @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+
+    @override
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        # the link above sets the model's num_classes from the data at instantiation, over a value the user gave
+        given, data = self._given_num_classes, getattr(self.datamodule, "num_classes", None)
+        if given is not None and data is not None and int(given) != int(data):
+            raise ValueError(
+                f"--model.init_args.num_classes {given} disagrees with the data: {type(self.datamodule).__name__} "
+                f"has {data} classes. Drop num_classes (it is taken from the data) or configure data with {given}."
+            )
 
     @override
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
@@ -108,6 +158,12 @@ class KDLightningCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         _route_optimizer_arguments(config)
+        model = config.get("model")
+        init_args = model.get("init_args") if isinstance(model, Namespace) else None
+        self._given_num_classes = init_args.get("num_classes") if isinstance(init_args, Namespace) else None
+        ckpt_path = config.get("ckpt_path")
+        if isinstance(ckpt_path, str) and is_checkpoint_file_name(ckpt_path):
+            check_checkpoint_file(ckpt_path)  # given in a config file (the command line was checked before parsing)
         if rank_zero_only.rank != 0:
             # processes that a multi-device launcher started later: rank 0 owns the run folder and its checks
             # (here they would see the folder rank 0 is creating); their loggers write nothing
@@ -123,9 +179,18 @@ class KDLightningCLI(LightningCLI):
         callbacks = trainer_config.get("callbacks") or []
         callbacks = [*callbacks] if isinstance(callbacks, list) else [callbacks]
         callbacks.append(RecordData())
+        if self.subcommand == "fit":
+            callbacks.append(RunStatus(is_configuration_error=_is_configuration_error))
+        if self.subcommand == "predict":
+            callbacks.append(PredictionWriter())
         wants_bar = trainer_config.get("enable_progress_bar") is not False
         if wants_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
-            callbacks.append(RichProgressBar())
+            callbacks.append(RunProgressBar())
+        wants_summary = trainer_config.get("enable_model_summary") is not False
+        if wants_summary and not any(isinstance(c, ModelSummary) for c in callbacks):
+            callbacks.append(ModelSummaryTable())
+            # the trainer would otherwise announce that it found a summary callback and skips its own
+            kwargs["enable_model_summary"] = False
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)
 
     def before_fit(self) -> None:
@@ -137,7 +202,9 @@ class KDLightningCLI(LightningCLI):
         trainer = self.trainer
         if not trainer.is_global_zero:
             return
-        run = Path(trainer.log_dir) if trainer.log_dir else None
+        # the logger's own folder: `trainer.log_dir` broadcasts under DDP, and the other ranks have returned above
+        log_dir = getattr(trainer.loggers[0], "log_dir", None) if trainer.loggers else None
+        run = Path(log_dir) if log_dir else None
         versioned = bool(trainer.loggers) and isinstance(trainer.loggers[0], _FOLDER_LOGGERS)
         if run is not None and versioned and run.is_dir():
             update_latest(run)
@@ -164,14 +231,22 @@ def fit_summary(trainer: Trainer, seconds: float, run: Path | None) -> str:
 
 def run_cli(args: list[str] | None) -> KDLightningCLI:
     """Parse ``args`` (``None``: ``sys.argv``), build the model, data and trainer, and run the subcommand."""
+    _quiet_lightning()
     return KDLightningCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
+        parser_class=KDArgumentParser,
         parser_kwargs={name: {"description": text} for name, text in SUBCOMMAND_DESCRIPTIONS.items()},
         args=args,
     )
+
+
+def _is_configuration_error(err: BaseException) -> bool:
+    from lightning_kd.cli import project_error
+
+    return project_error(err) is not None
 
 
 def _route_optimizer_arguments(config: Namespace) -> None:
@@ -236,6 +311,12 @@ def _log_beside_the_run(config: Namespace, ckpt_path: str, stage: str) -> None:
     if run is None:
         return  # the loggers make their own new version folder
     sub_folder = next_stage_folder(run, stage)
+    trainer = config.get("trainer")
+    if isinstance(trainer, Namespace) and not _logger_entries(config) and trainer.get("logger") in (None, True):
+        # no logger configured (e.g. no --config): Lightning's default would write lightning_logs/version_N
+        trainer.logger = Namespace(
+            class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(save_dir=".", name="", version=None)
+        )
     for entry, _ in _logger_entries(config):
         entry.init_args.save_dir = str(run.parent.parent)
         entry.init_args.name = run.parent.name

@@ -81,6 +81,8 @@ def main(args: Sequence[str] | None = None) -> int:
     try:
         if argv[0] in TOOLS:
             return _tool(argv[0])(argv[1:])
+        if argv[0] in TRAINER_SUBCOMMANDS:
+            check_before_setup(argv[1:])
         from lightning_kd._cli_app import run_cli
 
         if args is None:
@@ -104,6 +106,50 @@ def main(args: Sequence[str] | None = None) -> int:
         print(f"lightning-kd: error: {message}", file=sys.stderr)
         print(f"(add --debug or set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
         return 2
+
+
+def check_before_setup(argv: list[str]) -> None:
+    """Checks that need no parser, run before the slow set-up: the ``--ckpt_path`` file and the YAML of each config.
+
+    Raises:
+        FileNotFoundError: the checkpoint file does not exist.
+        ValueError: the checkpoint is truncated or not a checkpoint; a ``--config`` file is not valid YAML (the
+            message names the file, the line and the column).
+    """
+    from lightning_kd._checkpoint_file import check_checkpoint_file, ckpt_path_in_argv, is_checkpoint_file_name
+
+    ckpt_path = ckpt_path_in_argv(argv)
+    if is_checkpoint_file_name(ckpt_path):
+        check_checkpoint_file(ckpt_path)
+    for path in _config_files(argv):
+        check_yaml_file(path)
+
+
+def _config_files(argv: list[str]) -> list[Path]:
+    files = []
+    for i, arg in enumerate(argv):
+        value = None
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        # jsonargparse also takes the YAML text itself: only paths of existing files are checked here
+        if value is not None and "\n" not in value and Path(value).is_file():
+            files.append(Path(value))
+    return files
+
+
+def check_yaml_file(path: Path) -> None:
+    """Raise a ``ValueError`` naming ``path``, the line and the column when the file is not valid YAML."""
+    import yaml
+
+    try:
+        yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"--config {path}: not valid YAML{where}: {problem}.") from None
 
 
 def _is_sigterm(err: SystemExit) -> bool:

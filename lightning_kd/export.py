@@ -17,10 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from lightning_kd._checkpoint_file import check_checkpoint_file
 
 __all__ = ["export_student", "main"]
 
@@ -53,9 +56,12 @@ def export_student(
         ValueError: if the checkpoint is not one of this project's module checkpoints.
     """
     ckpt_path, out = Path(ckpt_path), Path(out)
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"Checkpoint not found: {ckpt_path}")
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    check_checkpoint_file(ckpt_path, what="Checkpoint")
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise ValueError(f"checkpoint {str(ckpt_path)!r} cannot be read by torch.load ({first}).") from None
     record = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(record, dict) or not isinstance(state, dict):

@@ -19,6 +19,7 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from lightning_kd import DistillationModule
 from lightning_kd._cli_app import KDLightningCLI, run_cli
 from lightning_kd._model_from_checkpoint import model_config_from_record
+from lightning_kd.callbacks import RunProgressBar
 from lightning_kd.cli import DEBUG_ENV, TOOLS, TRAINER_SUBCOMMANDS, main, top_level_help
 from lightning_kd.data import DigitsDataModule
 from lightning_kd.losses import KD
@@ -232,7 +233,7 @@ def test_top_level_lr_scheduler_replaces_the_configured_one():
     assert configured["lr_scheduler"]["scheduler"].step_size == 3
 
 
-@pytest.mark.parametrize(("enabled", "expected"), [(True, RichProgressBar), (False, type(None))])
+@pytest.mark.parametrize(("enabled", "expected"), [(True, RunProgressBar), (False, type(None))])
 def test_rich_progress_bar_unless_the_config_disables_it(enabled, expected):
     cli = KDLightningCLI(
         None,
@@ -242,6 +243,7 @@ def test_rich_progress_bar_unless_the_config_disables_it(enabled, expected):
         subclass_mode_data=True,
     )
     assert type(cli.trainer.progress_bar_callback) is expected
+    assert not enabled or isinstance(cli.trainer.progress_bar_callback, RichProgressBar)
 
 
 def test_num_classes_is_linked_from_the_data():
