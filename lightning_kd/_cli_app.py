@@ -63,8 +63,7 @@ _FIT_INTRO = (
     "configs/demo/kd_ls.yaml --trainer.max_epochs 5. Lightning's own options follow. "
 )
 SUBCOMMAND_DESCRIPTIONS = {
-    "fit": _FIT_INTRO
-    + "Each run writes a new run folder runs/<group>/<name>/version_N/ (config.yaml, "
+    "fit": _FIT_INTRO + "Each run writes a new run folder runs/<group>/<name>/version_N/ (config.yaml, "
     "metrics.csv, hparams.yaml, checkpoints/best.ckpt and last.ckpt) and points runs/<group>/<name>/latest at it. "
     + _PRECEDENCE,
     "validate": "Evaluate on the validation split. A --ckpt_path inside a run folder logs to <run>/validate_K/. "
@@ -238,7 +237,14 @@ def run_cli(args: list[str] | None) -> KDLightningCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         parser_class=KDArgumentParser,
-        parser_kwargs={name: {"description": text} for name, text in SUBCOMMAND_DESCRIPTIONS.items()},
+        # a one-line usage: Lightning's would list every option (150 lines) before the description
+        parser_kwargs={
+            name: {
+                "description": text,
+                "usage": f"lightning-kd {name} [-h] [-c CONFIG] [--print_config] [--KEY VALUE ...]",
+            }
+            for name, text in SUBCOMMAND_DESCRIPTIONS.items()
+        },
         args=args,
     )
 

@@ -25,7 +25,7 @@ from typing_extensions import override
 _OPTION_NOT_ACCEPTED = re.compile(r"Option '([^']+)' is not accepted")
 _KEY_NOT_EXPECTED = re.compile(r"Key '([^']+)' is not expected")
 _CLASS_PATH = re.compile(r"class_path '([^']+)'")
-_UNRECOGNIZED = re.compile(r"Unrecognized arguments: (\S+)")
+_UNRECOGNIZED = re.compile(r"unrecognized arguments: (\S+)", re.IGNORECASE)
 _KNOWN_SUBCLASSES = re.compile(r", known subclasses: ([^()]*)")
 #: how many class paths the help of an argument lists before it only counts the rest
 _MAX_LISTED = 8
