@@ -42,6 +42,7 @@ from lightning_kd._cli_parser import KDArgumentParser
 from lightning_kd._model_from_checkpoint import with_model_from_checkpoint
 from lightning_kd.callbacks.console import ModelSummaryTable, RunProgressBar
 from lightning_kd.callbacks.prediction_writer import PredictionWriter
+from lightning_kd.callbacks.run_config import LogRunConfig
 from lightning_kd.callbacks.run_status import RunStatus
 from lightning_kd.run_folders import find_run_folder, next_stage_folder, update_latest
 
@@ -237,6 +238,7 @@ def run_cli(args: list[str] | None) -> KDLightningCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         parser_class=KDArgumentParser,
+        save_config_callback=LogRunConfig,
         # a one-line usage: Lightning's would list every option (150 lines) before the description
         parser_kwargs={
             name: {

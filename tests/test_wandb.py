@@ -194,6 +194,12 @@ def test_cli_preset_plus_wandb_yaml_logs_to_csv_and_wandb(offline_wandb, monkeyp
     assert run.config["optimizer.class_path"].endswith(".SGD")
     assert run.config["optimizer.lr"] == 0.05
     assert run.config["lr_scheduler.class_path"].endswith(".CosineAnnealingLR")
+    # the data, trainer and seed settings too, and the run's config file in the offline run folder
+    assert run.config["data.batch_size"] == 64
+    assert run.config["trainer.max_epochs"] == 1
+    assert run.config["seed_everything"] == 0
+    (saved,) = (offline_wandb / "runs").rglob("offline-run-*/files/lightning-kd/config.yaml")
+    assert yaml.safe_load(saved.read_text())["trainer"]["max_epochs"] == 1
     assert run.history_keys >= LOSS_TERMS | METRICS
     # `logger+` appended W&B: the preset's CSV logger is still first and wrote its run folder
     (config_yaml,) = (offline_wandb / "runs" / "demo" / "kd_ls").rglob("config.yaml")

@@ -9,10 +9,12 @@ from lightning_kd.callbacks.fit_result import FitResult
 from lightning_kd.callbacks.logit_statistics import LogitStatistics, per_sample_stats
 from lightning_kd.callbacks.prediction_writer import PredictionWriter, read_predictions
 from lightning_kd.callbacks.rng_state import RandomStateCheckpoint
+from lightning_kd.callbacks.run_config import LogRunConfig, run_settings
 from lightning_kd.callbacks.run_status import RunStatus, read_status
 
 __all__ = [
     "FitResult",
+    "LogRunConfig",
     "LogitStatistics",
     "ModelSummaryTable",
     "PredictionWriter",
@@ -22,4 +24,5 @@ __all__ = [
     "per_sample_stats",
     "read_predictions",
     "read_status",
+    "run_settings",
 ]

@@ -75,12 +75,12 @@ def _plain(value: Any) -> Any:
 
 
 class LogRunConfig(SaveConfigCallback):
-    """The CLI's config callback: ``config.yaml`` in the run folder, the run's settings in every logger.
+    """The CLI's config callback: ``config.yaml`` in the run folder, the run's settings in every W&B logger.
 
     Lightning calls :meth:`save_config` once per run, on rank zero only, at setup (before the first step). The
-    settings are logged with ``logger.log_hyperparams`` next to the module's record, so W&B's run config, the CSV
-    logger's ``hparams.yaml`` and TensorBoard's hparams hold ``data.batch_size``, ``trainer.max_epochs``,
-    ``seed_everything`` and the rest of :func:`run_settings`.
+    settings are logged with ``logger.log_hyperparams`` next to the module's record, so W&B's run config holds
+    ``data.batch_size``, ``trainer.max_epochs``, ``seed_everything`` and the rest of :func:`run_settings`, and the
+    run's ``config.yaml`` is saved among the W&B run's files (``lightning-kd/config.yaml``, also offline).
     """
 
     @override
@@ -88,8 +88,10 @@ class LogRunConfig(SaveConfigCallback):
         dumped = self.parser.dump(self.config, skip_none=False)
         settings = run_settings(yaml.safe_load(dumped))
         for logger in trainer.loggers:
-            logger.log_hyperparams(settings)
+            # W&B only: a folder logger (CSV, TensorBoard) has the whole config.yaml beside its metrics already, and
+            # its hparams.yaml stays the module's record (what load_from_checkpoint reads)
             if isinstance(logger, WandbLogger):
+                logger.log_hyperparams(settings)
                 self._save_to_wandb(logger, dumped)
 
     def _save_to_wandb(self, logger: WandbLogger, dumped: str) -> None:
