@@ -23,6 +23,7 @@ from typing_extensions import override
 from lightning_kd._graphed import ReplayingOptimizer
 from lightning_kd._record import init_kwargs_from_record, is_primitive, subclass_init_args
 from lightning_kd._train_stats import TrainStepStats
+from lightning_kd._views import apply_views, first_view
 from lightning_kd.cuda_graph import WholeStepGraph, is_supported
 from lightning_kd.models import create_model
 from lightning_kd.models.checkpoint import load_weights
@@ -110,18 +111,6 @@ def log_global(module: LightningModule, name: str, value: Tensor, **kwargs: Any)
     process still calls this with the same value, so callbacks that monitor it agree across processes.
     """
     module.log(name, value, sync_dist=True, rank_zero_only=True, **kwargs)
-
-
-def apply_views(net: nn.Module, inputs: Tensor | tuple[Tensor, ...] | list[Tensor]) -> Tensor | tuple[Tensor, ...]:
-    """Run ``net`` on a batch, or on each view of a multi-view batch (MLKD's ``(weak, strong)``)."""
-    if isinstance(inputs, (tuple, list)):
-        return tuple(net(view) for view in inputs)
-    return net(inputs)
-
-
-def first_view(logits: Tensor | tuple[Tensor, ...]) -> Tensor:
-    """The logits of the first (weak / un-augmented) view, used for accuracy."""
-    return logits[0] if isinstance(logits, tuple) else logits
 
 
 def _count_correct(logits: Tensor, targets: Tensor) -> Tensor:
@@ -330,6 +319,14 @@ class ClassifierSystem(LightningModule):
         self._graph_active = True
         # the graph holds the optimizer's update; Lightning counts it through ReplayingOptimizer.step
         self.automatic_optimization = False
+
+    def invalidate_captured_step(self) -> None:
+        """Drop a captured CUDA-graph step (it bakes in the weights and numbers it read); the next step re-captures.
+
+        A no-op when the step runs eagerly. Call it after replacing a tensor the step reads (a new folded teacher).
+        """
+        if self._graph is not None:
+            self._graph.invalidate()
 
     def epoch_dependent_step(self) -> bool:
         """Whether the training step's math changes with the epoch (a CUDA graph is then re-captured each epoch)."""

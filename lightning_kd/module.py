@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import inspect
-import re
-import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
@@ -24,16 +21,16 @@ from lightning_kd._record import absolute_weights_path, describe_factory, descri
 from lightning_kd._system import (
     Batch,
     ClassifierSystem,
-    apply_views,
     build_network,
-    first_view,
     infer_num_classes,
     log_global,
 )
+from lightning_kd._views import apply_views, first_view
 from lightning_kd.losses.base import DistillationLoss
+from lightning_kd.models.ensemble import LogitEnsemble
 from lightning_kd.models.external import TIMM_PREFIX, TORCHVISION_PREFIX
-from lightning_kd.models.fold import fold_batchnorm, hooked_modules
 from lightning_kd.optim import cifar_multistep, cifar_sgd
+from lightning_kd.teacher import Teacher
 
 _TEACHER_PREFIX = "teacher."
 
@@ -53,6 +50,47 @@ def _resolve_num_classes(num_classes: int | None, **specs: nn.Module | str) -> i
     if len(set(known.values())) > 1:
         raise ValueError(f"The networks predict different numbers of classes: {known}. They must agree.")
     return next(iter(known.values()), None)
+
+
+TeacherSpec = str | nn.Module
+
+
+def _teacher_specs(teacher: TeacherSpec | Sequence[TeacherSpec]) -> list[TeacherSpec]:
+    """The teacher networks as a list: one entry for a single teacher, one per member of an ensemble."""
+    if isinstance(teacher, (list, tuple)):
+        if not teacher:
+            raise ValueError("teacher is an empty list: give one network (name or module), or a list of several.")
+        return list(teacher)
+    return [teacher]
+
+
+def _teacher_weight_list(weights: str | Sequence[str | None] | None, n: int) -> list[str | None]:
+    """One weights entry per teacher (absolute paths); a list must have one entry per teacher."""
+    if weights is None:
+        return [None] * n
+    if isinstance(weights, str):
+        if n != 1:
+            raise ValueError(
+                f"teacher_weights is one path ({weights!r}) but there are {n} teachers: give a list of {n} "
+                "checkpoint paths, one per teacher, in the same order (null for a teacher built with its weights)."
+            )
+        return [absolute_weights_path(weights)]
+    weights = list(weights)
+    if len(weights) != n:
+        raise ValueError(
+            f"teacher_weights has {len(weights)} entries but there are {n} teachers: give one checkpoint path per "
+            "teacher, in the same order."
+        )
+    return [absolute_weights_path(w) for w in weights]
+
+
+def _describe_teacher(teacher: TeacherSpec | Sequence[TeacherSpec]) -> dict[str, Any]:
+    """The record of the teacher argument: names as given, or the class paths where modules were given."""
+    if not isinstance(teacher, (list, tuple)):
+        return describe_network("teacher", teacher)
+    if all(isinstance(t, str) for t in teacher):
+        return {"teacher": list(teacher)}
+    return {"teacher_class": [t if isinstance(t, str) else describe_network("t", t)["t_class"] for t in teacher]}
 
 
 def _weights_file_missing(weights: str | None) -> bool:
@@ -88,7 +126,10 @@ class DistillationModule(ClassifierSystem):
     Args:
         student: the network to train: an ``nn.Module`` or a model name understood by
             :func:`~lightning_kd.models.create_model` (``"resnet8x4"``, ``"torchvision/resnet18"``, ``"timm/..."``).
-        teacher: the frozen network to distil from, given the same ways.
+        teacher: the frozen network to distil from, given the same ways; or a list of several (names or modules),
+            an ensemble teacher whose logits are the mean of theirs (each member frozen and folded like a single
+            teacher; ``teacher/val_acc1`` is the ensemble's, ``teacher/val_acc1_member<i>`` each member's). A single
+            teacher's state is saved under ``teacher.*``, an ensemble's under ``teacher.members.<i>.*``.
         loss: the distillation objective, e.g. ``KD(temperature=2, kd_weight=9, standardize=True)``.
         num_classes: number of classes. Optional: inferred from module networks; required when both networks
             are given by name (the CLI links it from ``data.num_classes``).
@@ -99,7 +140,8 @@ class DistillationModule(ClassifierSystem):
         teacher_weights: the teacher's trained weights: a checkpoint path (reference ``{"model": ...}``
             format, plain state dict, or a Lightning checkpoint of this project), or a library weights spec
             (``"torchvision:ResNet34_Weights.IMAGENET1K_V1"``) for a teacher given by name. Recorded as an
-            absolute path.
+            absolute path. With several teachers, a list with one entry per teacher, in the same order (``None``
+            for a teacher that brings its own weights).
         student_weights: optional initial weights of the student, same formats.
         save_teacher: keep the teacher's weights in saved checkpoints (off: checkpoints hold the student only).
         cuda_graph: on a CUDA device, run each training step as one replay of a captured CUDA graph (teacher and
@@ -129,13 +171,13 @@ class DistillationModule(ClassifierSystem):
     def __init__(
         self,
         student: str | nn.Module,
-        teacher: str | nn.Module,
+        teacher: str | nn.Module | list[str | nn.Module],
         loss: DistillationLoss,
         *,
         num_classes: int | None = None,
         optimizer: OptimizerCallable = cifar_sgd,
         lr_scheduler: LRSchedulerCallable | None = cifar_multistep,
-        teacher_weights: str | None = None,
+        teacher_weights: str | list[str | None] | None = None,
         student_weights: str | None = None,
         save_teacher: bool = False,
         cuda_graph: bool = False,
@@ -144,52 +186,60 @@ class DistillationModule(ClassifierSystem):
     ) -> None:
         if not isinstance(loss, DistillationLoss):
             raise TypeError(f"loss must be a DistillationLoss (e.g. lightning_kd.losses.KD), got {type(loss).__name__}")
-        resolved = _resolve_num_classes(num_classes, student=student, teacher=teacher)
+        specs = _teacher_specs(teacher)
+        roles = ["teacher"] if len(specs) == 1 else [f"teacher {i}" for i in range(len(specs))]
+        resolved = _resolve_num_classes(num_classes, student=student, **dict(zip(roles, specs, strict=True)))
         if resolved is None:
             raise ValueError(
                 "num_classes is required when neither network tells it (both given by name, or modules without a "
                 "`num_classes` attribute or final nn.Linear): pass num_classes=..."
             )
         super().__init__(resolved, optimizer, lr_scheduler, cuda_graph, channels_last)
-        teacher_weights = absolute_weights_path(teacher_weights)
+        weights = _teacher_weight_list(teacher_weights, len(specs))
         student_weights = absolute_weights_path(student_weights)
         self.student = build_network(student, resolved, student_weights, "student")
-        self.teacher_available = not _weights_file_missing(teacher_weights)
-        self.teacher = build_network(teacher, resolved, teacher_weights if self.teacher_available else None, "teacher")
-        if not self.teacher_available:
+        missing = [w for w in weights if _weights_file_missing(w)]
+        members = [
+            build_network(spec, resolved, None if _weights_file_missing(w) else w, role)
+            for spec, w, role in zip(specs, weights, roles, strict=True)
+        ]
+        self.teacher = members[0] if len(members) == 1 else LogitEnsemble(members)
+        if missing:
+            shown = missing[0] if len(missing) == 1 else missing
             rank_zero_warn(
-                f"teacher_weights {teacher_weights!r} does not exist: the teacher has no trained weights. `fit` will "
+                f"teacher_weights {shown!r} does not exist: the teacher has no trained weights. `fit` will "
                 "refuse to start; validate/test/predict evaluate the student alone and skip the teacher/* metrics. "
                 "To distil, pass the teacher checkpoint's path (--model.init_args.teacher_weights PATH).",
                 category=PossibleUserWarning,
             )
-        elif isinstance(teacher, str) and teacher_weights is None:
-            rank_zero_warn(
-                f"The teacher {teacher!r} is built with random weights (no teacher_weights given). Distilling from "
-                "it only makes sense when a checkpoint with the teacher's weights is loaded next.",
-                category=PossibleUserWarning,
-            )
-        self.teacher.requires_grad_(False)
-        self.teacher.eval()
+        for spec, w in zip(specs, weights, strict=True):
+            if isinstance(spec, str) and w is None:
+                rank_zero_warn(
+                    f"The teacher {spec!r} is built with random weights (no teacher_weights given). Distilling from "
+                    "it only makes sense when a checkpoint with the teacher's weights is loaded next.",
+                    category=PossibleUserWarning,
+                )
+        #: the frozen teacher: eval lock, no_grad forwards, folded copies, weights present or not
+        self.teacher_component = Teacher(self, available=not missing, fold_bn=fold_teacher_bn)
         self.loss = loss
         self.save_teacher = save_teacher
         #: compute the teacher's logits in every validation step (a callback such as LogitStatistics sets it);
         #: otherwise only at the first validation epoch, for ``teacher/val_acc1``
         self.teacher_in_validation = False
         self.teacher_val_acc1 = MulticlassAccuracy(num_classes=resolved, average="micro")
+        if len(members) > 1:  # one accuracy per member beside the ensemble's: teacher/val_acc1_member<i>
+            self.teacher_member_val_acc1 = nn.ModuleList(
+                MulticlassAccuracy(num_classes=resolved, average="micro") for _ in members
+            )
         self._teacher_acc_logged = False
-        self._eval_warning_filter: tuple[Any, ...] | None = None
         self.fold_teacher_bn = bool(fold_teacher_bn)
-        # a plain attribute (a tuple, so nn.Module does not register it): the copy never enters state_dict
-        self._folded_teacher: tuple[nn.Module] | None = None
-        # the teacher's hooked modules when the copy was made: the copy carries (and fires) exactly their hooks
-        self._folded_hooks: frozenset[str] = frozenset()
+        recorded_weights = weights if isinstance(teacher_weights, (list, tuple)) else weights[0]
         self._save_record(
             {
                 **describe_network("student", student),
-                **describe_network("teacher", teacher),
+                **_describe_teacher(teacher),
                 "num_classes": resolved,
-                "teacher_weights": teacher_weights,
+                "teacher_weights": recorded_weights,
                 "student_weights": student_weights,
                 "save_teacher": save_teacher,
                 "cuda_graph": self.cuda_graph,
@@ -219,9 +269,18 @@ class DistillationModule(ClassifierSystem):
         yield from self.student.parameters()
         yield from self.loss.parameters()
 
+    @property
+    def teacher_available(self) -> bool:
+        """Whether the teacher's trained weights are loaded (else the student is evaluated alone)."""
+        return self.teacher_component.available
+
+    @teacher_available.setter
+    def teacher_available(self, value: bool) -> None:
+        self.teacher_component.available = bool(value)
+
     @override
     def frozen_parameters(self) -> Iterator[nn.Parameter]:
-        return self.teacher.parameters()
+        return self.teacher_component.parameters()
 
     @override
     def networks(self) -> list[nn.Module]:
@@ -237,18 +296,14 @@ class DistillationModule(ClassifierSystem):
     def train(self, mode: bool = True) -> DistillationModule:
         super().train(mode)
         # the teacher's BatchNorm statistics and dropout must never switch to training behaviour
-        self.teacher.eval()
+        self.teacher_component.lock_eval()
         return self
 
     @override
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        if stage == "fit" and not self.teacher_available:
-            raise FileNotFoundError(
-                f"teacher_weights {self.hparams.get('teacher_weights')!r} does not exist, and distillation needs the "
-                "teacher's trained weights: pass the path of the teacher checkpoint "
-                "(--model.init_args.teacher_weights PATH, or teacher_weights=... in Python)."
-            )
+        if stage == "fit":
+            self.teacher_component.require_weights(self.hparams.get("teacher_weights"))
         datamodule = getattr(self.trainer, "datamodule", None)
         data_views = 2 if getattr(datamodule, "two_views", False) else 1
         if stage == "fit" and datamodule is not None and data_views != self.loss.num_views:
@@ -262,14 +317,7 @@ class DistillationModule(ClassifierSystem):
     @override
     def on_fit_start(self) -> None:
         super().on_fit_start()
-        # Lightning >= 2.5.5 warns about modules in eval mode at fit start; the frozen teacher is in eval mode
-        # by design. Silence exactly that count, so a student module left in eval mode still warns.
-        n_teacher = sum(1 for _ in self.teacher.modules())
-        n_eval = sum(1 for m in self.modules() if not m.training)
-        if n_eval == n_teacher:
-            pattern = re.escape(f"Found {n_teacher} module(s) in eval mode at the start of training.")
-            warnings.filterwarnings("ignore", message=pattern, category=PossibleUserWarning)
-            self._eval_warning_filter = warnings.filters[0]
+        self.teacher_component.silence_eval_mode_warning(self)
 
     @override
     def on_validation_start(self) -> None:
@@ -291,66 +339,36 @@ class DistillationModule(ClassifierSystem):
 
     def _refresh_folded_teacher(self) -> None:
         """(Re)build the folded teacher from the teacher's current weights, on its device, when the option is on."""
-        if not self.fold_teacher_bn or not self.teacher_available:
-            return
-        strategy = self.trainer.strategy
-        if isinstance(strategy, FSDPStrategy) or any(p.numel() == 0 for p in self.teacher.parameters()):
-            # a speed option only (the logits are the same): under sharding it does nothing, and says so, as
-            # cuda_graph does off CUDA
-            self._folded_teacher = (self.teacher,)
-            rank_zero_warn(
-                f"fold_teacher_bn=True has no effect under {type(strategy).__name__}: the teacher's weights are "
-                "sharded across processes and cannot be folded into one copy, so the teacher runs as it is. Set "
-                "fold_teacher_bn to false (--model.init_args.fold_teacher_bn false) to silence this."
-            )
-            return
-        self._fold_teacher()
-        if self._graph is not None:
-            self._graph.invalidate()  # a captured step reads the previous copy's weights
-
-    def _fold_teacher(self) -> None:
-        self._folded_hooks = hooked_modules(self.teacher)
-        self._folded_teacher = (fold_batchnorm(self.teacher),)
+        if self.teacher_component.refresh(self.trainer.strategy):
+            self.invalidate_captured_step()  # a captured step reads the previous copy's weights
 
     def _refold_if_hooks_changed(self) -> None:
-        """A hook put on another teacher module since the copy was made (or all hooks taken off one): copy again.
-
-        Hooks added to or removed from a module that was hooked already need nothing: the copy shares its hooks.
-        """
-        folded = self._folded_teacher
-        if folded is not None and folded[0] is not self.teacher and hooked_modules(self.teacher) != self._folded_hooks:
-            self._refresh_folded_teacher()
+        if self.teacher_component.refresh_if_hooks_changed(self.trainer.strategy):
+            self.invalidate_captured_step()
 
     def teacher_network(self) -> nn.Module:
         """The network that computes the teacher's logits: the folded copy with ``fold_teacher_bn``, else the teacher.
 
-        Under FSDP, where the teacher is sharded, the teacher itself even with ``fold_teacher_bn``.
-
-        Outside a Trainer the folded copy is built on first use.
+        Under FSDP, where the teacher is sharded, the teacher itself even with ``fold_teacher_bn``. With several
+        teachers, an ensemble of their (folded) copies. Outside a Trainer the folded copy is built on first use.
 
         Hooks on the teacher's modules fire on the folded copy too: the copy keeps each module that has a hook when
         it is made, sharing its hooks (see :func:`~lightning_kd.models.fold.fold_batchnorm`); the copy is made again
         at each training epoch start and validation start when hooks were put on other modules.
         """
-        if not self.fold_teacher_bn:
-            return self.teacher
-        if self._folded_teacher is None:
-            self._fold_teacher()
-        return self._folded_teacher[0]
+        return self.teacher_component.forward_network()
 
     @override
     def on_train_start(self) -> None:
         super().on_train_start()
         # after every checkpoint restore (some strategies restore after on_fit_start), before the first step
         self._refresh_folded_teacher()
-        if self._eval_warning_filter is not None and self._eval_warning_filter in warnings.filters:
-            warnings.filters.remove(self._eval_warning_filter)
-        self._eval_warning_filter = None
+        self.teacher_component.restore_warnings()
 
     @override
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
-        self.teacher.eval()
+        self.teacher_component.lock_eval()
         self._refold_if_hooks_changed()
 
     @override
@@ -389,8 +407,7 @@ class DistillationModule(ClassifierSystem):
 
     @override
     def training_terms(self, inputs: Any, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        with torch.no_grad():  # not inference_mode: the loss saves teacher probabilities for backward
-            teacher_logits = apply_views(self.teacher_network(), inputs)
+        teacher_logits = self.teacher_component.outputs(inputs).logits  # frozen, under no_grad
         student_logits = apply_views(self.student, inputs)
         terms = self.compute_loss_terms(student_logits, teacher_logits, targets)
         return first_view(student_logits), terms
@@ -401,10 +418,13 @@ class DistillationModule(ClassifierSystem):
         teacher_logits = None
         wanted = self.teacher_in_validation or not self._teacher_acc_logged
         if self.teacher_available and wanted and not self.trainer.sanity_checking:
-            with torch.no_grad():
-                teacher_logits = first_view(apply_views(self.teacher_network(), batch[0]))
+            teacher = self.teacher_component.outputs(batch[0], batch)
+            teacher_logits = first_view(teacher.logits)
             if not self._teacher_acc_logged:
                 self.teacher_val_acc1.update(teacher_logits, batch[1])
+                # a wrapped (FSDP) ensemble gives only its mean: then no per-member values
+                for metric, logits in zip(self._member_metrics(), teacher.member_logits, strict=False):
+                    metric.update(first_view(logits), batch[1])
         return {"student_logits": logits, "teacher_logits": teacher_logits, "targets": batch[1]}
 
     @override
@@ -419,7 +439,14 @@ class DistillationModule(ClassifierSystem):
             # compute() reads the state synced across processes: already global
             log_global(self, "teacher/val_acc1", self.teacher_val_acc1.compute())
             self.teacher_val_acc1.reset()
+            for i, metric in enumerate(self._member_metrics()):
+                log_global(self, f"teacher/val_acc1_member{i}", metric.compute())
+                metric.reset()
         self._teacher_acc_logged = True
+
+    def _member_metrics(self) -> Sequence[MulticlassAccuracy]:
+        """The per-member teacher accuracies (none for a single teacher)."""
+        return getattr(self, "teacher_member_val_acc1", ())
 
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

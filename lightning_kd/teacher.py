@@ -1,0 +1,220 @@
+"""The frozen teacher of a :class:`~lightning_kd.DistillationModule`: the one place teacher outputs come from.
+
+:class:`Teacher` takes one network or several (an ensemble, whose logits are the mean of its members'), freezes
+them, keeps them in eval mode, runs them under :func:`torch.no_grad`, owns the optional BatchNorm-folded copies and
+knows whether trained weights are present. The module asks it for a batch's :class:`TeacherOutput` and for nothing
+else about the teacher's computation, so a new source of teacher outputs (logits read from a cache, intermediate
+features beside the logits) is a subclass that overrides :meth:`Teacher.outputs` and fills the output's fields,
+without a change to the module.
+
+The networks stay registered on the module (``module.teacher``: the network itself, or a
+:class:`~lightning_kd.models.ensemble.LogitEnsemble` of several), so checkpoints keep their ``teacher.*`` keys and
+device moves, DDP and FSDP wrapping act on them as on any submodule; the component reads ``module.teacher`` at each
+use, so it sees a wrapped teacher too.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from lightning.pytorch.strategies import FSDPStrategy, Strategy
+from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
+from torch import Tensor, nn
+
+from lightning_kd._views import apply_views
+from lightning_kd.models.ensemble import LogitEnsemble, mean_logits
+from lightning_kd.models.fold import fold_batchnorm, hooked_modules
+
+__all__ = ["Teacher", "TeacherOutput"]
+
+Logits = Tensor | tuple[Tensor, ...]
+
+
+@dataclass(frozen=True)
+class TeacherOutput:
+    """What the teacher gives for one batch.
+
+    Attributes:
+        logits: the teacher's logits, ``(B, K)`` or a tuple of views; for an ensemble the mean of the members'.
+        member_logits: each member's logits, in the order given (one entry for a single teacher).
+        features: intermediate features by name; empty unless a source that computes them fills it.
+    """
+
+    logits: Logits
+    member_logits: tuple[Logits, ...]
+    features: Mapping[str, Tensor] = field(default_factory=dict)
+
+
+class Teacher:
+    """Frozen teacher networks of a module: freezing, the eval lock, ``no_grad`` forwards and folded copies.
+
+    Args:
+        owner: the module that registers the teacher network as the attribute ``attribute``.
+        available: whether trained weights are loaded; when not, ``fit`` refuses to start and evaluation skips the
+            teacher.
+        fold_bn: run BatchNorm-folded copies of the members (:func:`~lightning_kd.models.fold.fold_batchnorm`).
+        attribute: the owner's attribute holding the network (``"teacher"``).
+    """
+
+    def __init__(self, owner: nn.Module, *, available: bool, fold_bn: bool, attribute: str = "teacher") -> None:
+        self._owner = owner
+        self._attribute = attribute
+        self.available = available
+        self.fold_bn = bool(fold_bn)
+        # plain attributes (tuples, so nn.Module never registers them): the copies never enter state_dict
+        self._folded: tuple[nn.Module, ...] | None = None
+        self._folded_network: tuple[nn.Module] | None = None
+        # each member's hooked modules when its copy was made: the copy carries (and fires) exactly their hooks
+        self._folded_hooks: tuple[frozenset[str], ...] = ()
+        self._eval_warning_filter: tuple[Any, ...] | None = None
+        self.freeze()
+
+    # ------------------------------------------------------------------ the networks
+
+    @property
+    def network(self) -> nn.Module:
+        """The registered teacher network (one network, or a :class:`LogitEnsemble`)."""
+        return getattr(self._owner, self._attribute)
+
+    @property
+    def members(self) -> tuple[nn.Module, ...]:
+        """The teacher networks, one for a single teacher (a wrapped ensemble counts as one)."""
+        network = self.network
+        return tuple(network.members) if isinstance(network, LogitEnsemble) else (network,)
+
+    def freeze(self) -> None:
+        """No gradients for any teacher parameter, and eval mode (BatchNorm statistics and dropout fixed)."""
+        self.network.requires_grad_(False)
+        self.network.eval()
+
+    def lock_eval(self) -> None:
+        """Put the teacher back in eval mode (after ``.train()`` on the owner, and at every epoch start)."""
+        self.network.eval()
+
+    def parameters(self) -> Any:
+        """The teacher's parameters (every member's)."""
+        return self.network.parameters()
+
+    # ------------------------------------------------------------------ outputs
+
+    def outputs(self, inputs: Tensor | tuple[Tensor, ...] | list[Tensor], batch: Any = None) -> TeacherOutput:
+        """The teacher's outputs for a batch's inputs (a tensor, or a tuple of views), computed under ``no_grad``.
+
+        Args:
+            inputs: the batch's inputs, as the student sees them.
+            batch: the whole batch, for sources that need more than the inputs (e.g. sample indices of a cache).
+        """
+        del batch  # computed from the inputs
+        # not inference_mode: the loss saves teacher probabilities for backward
+        with torch.no_grad():
+            member_logits = tuple(apply_views(net, inputs) for net in self.forward_members())
+            return TeacherOutput(mean_logits(member_logits), member_logits)
+
+    def forward_members(self) -> tuple[nn.Module, ...]:
+        """The networks that compute the members' logits: the folded copies with ``fold_bn``, else the members.
+
+        Outside a Trainer the folded copies are made on first use.
+        """
+        if not self.fold_bn:
+            return self.members
+        if self._folded is None:
+            self._fold()
+        return self._folded
+
+    def forward_network(self) -> nn.Module:
+        """One network computing the teacher's logits: the teacher, its folded copy, or an ensemble of copies.
+
+        Hooks on the teacher's modules fire on the folded copies too: a copy keeps each module that has a hook when
+        it is made, sharing its hooks (see :func:`~lightning_kd.models.fold.fold_batchnorm`).
+        """
+        nets = self.forward_members()
+        if nets == self.members:
+            return self.network
+        if len(nets) == 1:
+            return nets[0]
+        if self._folded_network is None:
+            self._folded_network = (LogitEnsemble(nets),)
+        return self._folded_network[0]
+
+    # ------------------------------------------------------------------ folded copies
+
+    def refresh(self, strategy: Strategy) -> bool:
+        """(Re)build the folded copies from the current weights, on the teacher's device, when ``fold_bn`` is on.
+
+        Returns:
+            Whether new copies were made (a captured training step then reads stale weights and must re-capture).
+        """
+        if not self.fold_bn or not self.available:
+            return False
+        if isinstance(strategy, FSDPStrategy) or any(p.numel() == 0 for p in self.parameters()):
+            # a speed option only (the logits are the same): under sharding it does nothing, and says so
+            self._folded = self.members
+            rank_zero_warn(
+                f"fold_teacher_bn=True has no effect under {type(strategy).__name__}: the teacher's weights are "
+                "sharded across processes and cannot be folded into one copy, so the teacher runs as it is. Set "
+                "fold_teacher_bn to false (--model.init_args.fold_teacher_bn false) to silence this."
+            )
+            return False
+        self._fold()
+        return True
+
+    def refresh_if_hooks_changed(self, strategy: Strategy) -> bool:
+        """A hook put on another teacher module since the copies were made (or all taken off one): copy again.
+
+        Hooks added to or removed from a module that was hooked already need nothing: the copy shares its hooks.
+
+        Returns:
+            Whether new copies were made.
+        """
+        folded = self._folded
+        if folded is None or folded == self.members:
+            return False
+        if tuple(hooked_modules(m) for m in self.members) == self._folded_hooks:
+            return False
+        return self.refresh(strategy)
+
+    def _fold(self) -> None:
+        members = self.members
+        self._folded_hooks = tuple(hooked_modules(m) for m in members)
+        self._folded = tuple(fold_batchnorm(m) for m in members)
+        self._folded_network = None
+
+    # ------------------------------------------------------------------ fit-time checks
+
+    def require_weights(self, weights: Any) -> None:
+        """Raise unless trained weights are present (distillation from random weights is never intended).
+
+        Raises:
+            FileNotFoundError: naming ``weights`` and the flag that gives them.
+        """
+        if not self.available:
+            raise FileNotFoundError(
+                f"teacher_weights {weights!r} does not exist, and distillation needs the teacher's trained weights: "
+                "pass the path of the teacher checkpoint (--model.init_args.teacher_weights PATH, or "
+                "teacher_weights=... in Python)."
+            )
+
+    def silence_eval_mode_warning(self, owner: nn.Module) -> None:
+        """Silence Lightning's "modules in eval mode at the start of training" warning for exactly the teacher.
+
+        Lightning >= 2.5.5 warns about modules in eval mode at fit start; the frozen teacher is in eval mode by
+        design. Only that count is silenced, so a student module left in eval mode still warns.
+        """
+        n_teacher = sum(1 for _ in self.network.modules())
+        n_eval = sum(1 for m in owner.modules() if not m.training)
+        if n_eval == n_teacher:
+            pattern = re.escape(f"Found {n_teacher} module(s) in eval mode at the start of training.")
+            warnings.filterwarnings("ignore", message=pattern, category=PossibleUserWarning)
+            self._eval_warning_filter = warnings.filters[0]
+
+    def restore_warnings(self) -> None:
+        """Drop the filter of :meth:`silence_eval_mode_warning` (the warning is only raised at fit start)."""
+        if self._eval_warning_filter is not None and self._eval_warning_filter in warnings.filters:
+            warnings.filters.remove(self._eval_warning_filter)
+        self._eval_warning_filter = None
