@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import lightning_kd._system as system  # noqa: E402
+import lightning_kd.step_runners as runners  # noqa: E402
 from benchmarks.reference_step import reference_step  # noqa: E402
 from lightning_kd import DistillationModule  # noqa: E402
 from lightning_kd.cuda_graph import GraphBackend, WholeStepGraph  # noqa: E402
@@ -179,12 +179,13 @@ def fast_outside_graph_ops(counted_step: int, batch_size: int) -> collections.Co
         )
         # the module runs its graphed step only where a CUDA graph is supported: stand one in (see above)
         with (
-            mock.patch.object(system, "is_supported", return_value=True),
-            mock.patch.object(system, "WholeStepGraph", graph),
+            mock.patch.object(runners, "is_supported", return_value=True),
+            mock.patch.object(runners, "WholeStepGraph", graph),
             counter,
         ):
             trainer.fit(module, datamodule=data)
-    if module._graph is None or module._graph.captures != 1:
+    graph = getattr(module.step_runner, "graph", None)
+    if graph is None or graph.captures != 1:
         raise RuntimeError("the graphed path did not run: nothing outside a graph was counted")
     return counter.counts
 

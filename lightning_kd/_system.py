@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
-import operator
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -13,21 +11,19 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.nn.modules.module import _IncompatibleKeys
 from torchmetrics import MaxMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
-from lightning_kd._graphed import ReplayingOptimizer
 from lightning_kd._record import init_kwargs_from_record, is_primitive, subclass_init_args
 from lightning_kd._train_stats import TrainStepStats
 from lightning_kd._views import apply_views, first_view
-from lightning_kd.cuda_graph import WholeStepGraph, is_supported
 from lightning_kd.models import create_model
 from lightning_kd.models.checkpoint import load_weights
 from lightning_kd.models.external import TIMM_PREFIX, TORCHVISION_PREFIX
+from lightning_kd.step_runners import EagerRunner, StepResult, StepRunner, select_step_runner
 
 Batch = tuple[Any, Tensor]
 
@@ -113,17 +109,6 @@ def log_global(module: LightningModule, name: str, value: Tensor, **kwargs: Any)
     module.log(name, value, sync_dist=True, rank_zero_only=True, **kwargs)
 
 
-def _count_correct(logits: Tensor, targets: Tensor) -> Tensor:
-    """Number of correct top-1 predictions, as a float32 scalar on the device (three operators, no sync)."""
-    with torch.no_grad():
-        return (logits.argmax(dim=-1) == targets).sum(dtype=torch.float32)
-
-
-def sum_terms(terms: dict[str, Tensor]) -> Tensor:
-    """The training loss: the sum of the already-weighted loss terms (``len(terms) - 1`` additions, no stack)."""
-    return functools.reduce(operator.add, terms.values())
-
-
 class ClassifierSystem(LightningModule):
     """Base of :class:`ClassificationModule` and :class:`DistillationModule`.
 
@@ -161,8 +146,8 @@ class ClassifierSystem(LightningModule):
         self.lr_scheduler_factory = lr_scheduler
         self.cuda_graph = bool(cuda_graph)
         self.channels_last = bool(channels_last)
-        self._graph: WholeStepGraph | None = None
-        self._graph_active = False
+        #: how training steps are executed (chosen at fit setup; eager until then, e.g. for evaluation)
+        self.step_runner: StepRunner = EagerRunner(self.channels_last)
         self.train_stats = TrainStepStats()
         self.val_acc1 = _accuracy(num_classes, 1)
         self.val_acc5 = _accuracy(num_classes, 5)
@@ -294,49 +279,25 @@ class ClassifierSystem(LightningModule):
                 f"The data module has num_classes={data_classes} but the model was built with "
                 f"num_classes={self.num_classes}: build the models for {data_classes} classes."
             )
-        if self.channels_last:
-            for net in self.networks():
-                net.to(memory_format=torch.channels_last)
-        if stage == "fit" and self.cuda_graph:
-            self._setup_cuda_graph()
-
-    def _setup_cuda_graph(self) -> None:
-        device = self.trainer.strategy.root_device
-        if not is_supported(device):
-            rank_zero_info(f"cuda_graph=True has no effect on {device}: the training step runs eagerly (CUDA only).")
-            return
-        if self.trainer.world_size > 1:
-            raise ValueError(
-                f"cuda_graph=True runs on one device; this run has {self.trainer.world_size} processes. Turn "
-                "cuda_graph off for multi-device runs (the collectives of DDP/FSDP are not captured)."
+        if stage == "fit":
+            # the trainer is read only for cuda_graph (its device and settings); a module can be set up without one
+            self.step_runner = select_step_runner(
+                self._trainer, cuda_graph=self.cuda_graph, channels_last=self.channels_last
             )
-        if self.trainer.accumulate_grad_batches != 1 or self.trainer.gradient_clip_val:
-            raise ValueError(
-                "cuda_graph=True captures one optimizer update per batch: it does not combine with "
-                f"accumulate_grad_batches={self.trainer.accumulate_grad_batches} or "
-                f"gradient_clip_val={self.trainer.gradient_clip_val}. Turn cuda_graph off or drop those settings."
-            )
-        self._graph_active = True
-        # the graph holds the optimizer's update; Lightning counts it through ReplayingOptimizer.step
-        self.automatic_optimization = False
+            if self.step_runner.steps_optimizer:
+                self.automatic_optimization = False  # the runner's step holds the optimizer's update
+        self.step_runner.prepare_networks(self.networks())
 
     def invalidate_captured_step(self) -> None:
         """Drop a captured CUDA-graph step (it bakes in the weights and numbers it read); the next step re-captures.
 
         A no-op when the step runs eagerly. Call it after replacing a tensor the step reads (a new folded teacher).
         """
-        if self._graph is not None:
-            self._graph.invalidate()
+        self.step_runner.invalidate()
 
     def epoch_dependent_step(self) -> bool:
         """Whether the training step's math changes with the epoch (a CUDA graph is then re-captured each epoch)."""
         return False
-
-    def _format_inputs(self, inputs: Any) -> Any:
-        if not self.channels_last:
-            return inputs
-        convert = lambda x: x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x  # noqa: E731
-        return type(inputs)(convert(x) for x in inputs) if isinstance(inputs, (tuple, list)) else convert(inputs)
 
     @override
     def on_train_epoch_start(self) -> None:
@@ -344,55 +305,21 @@ class ClassifierSystem(LightningModule):
         # frozen BatchNorm statistics.
         self.network.train()
         self.train_stats.reset(self.global_step)
-        if self._graph is not None and self.epoch_dependent_step():
-            self._graph.invalidate()  # epoch-dependent values of the loss (warm-ups, schedules) are baked in
+        self.step_runner.on_train_epoch_start(self.epoch_dependent_step())
 
     @override
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         inputs, targets = batch
-        if self._graph_active:
-            # the graph's static input buffers are in the module's memory format: copying into them converts the
-            # layout, so a separate conversion here would be one more full copy per step
-            return self._graphed_training_step(inputs, targets, batch_idx)
-        inputs = self._format_inputs(inputs)
-        logits, terms = self.training_terms(inputs, targets)
-        loss = sum_terms(terms)
-        self._record_train_step(loss, logits, targets, terms, batch_idx)
-        return loss
+        result = self.step_runner.run(self, self.training_terms, inputs, targets)
+        self._record_train_step(result, targets.shape[0], batch_idx)
+        return result.loss
 
-    def _graph_step_fn(self, inputs: Any, targets: Tensor) -> dict[str, Tensor]:
-        logits, terms = self.training_terms(inputs, targets)
-        correct = _count_correct(logits, targets)
-        return {"loss": sum_terms(terms), "correct": correct, **{f"term/{k}": v for k, v in terms.items()}}
-
-    def _graphed_training_step(self, inputs: Any, targets: Tensor, batch_idx: int) -> Tensor:
-        optimizer = self.optimizers()
-        if self._graph is None:
-            scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-            replaying = optimizer.optimizer  # LightningOptimizer -> ReplayingOptimizer -> the real one, graphed
-            real = replaying.optimizer if isinstance(replaying, ReplayingOptimizer) else replaying
-            self._graph = WholeStepGraph(self._graph_step_fn, real, scaler, channels_last=self.channels_last)
-        out: dict[str, Tensor] = {}
-        optimizer.step(closure=lambda: out.update(self._graph.run(inputs, targets)))
-        terms = {k.removeprefix("term/"): v for k, v in out.items() if k.startswith("term/")}
-        self._record_train_step(out["loss"], None, targets, terms, batch_idx, correct=out["correct"])
-        return out["loss"]
-
-    def _record_train_step(
-        self,
-        loss: Tensor,
-        logits: Tensor | None,
-        targets: Tensor,
-        terms: dict[str, Tensor],
-        batch_idx: int,
-        correct: Tensor | None = None,
-    ) -> None:
+    def _record_train_step(self, result: StepResult, batch_size: int, batch_idx: int) -> None:
         """Add the step to the device sums; at a window's close, hand its means to the logger (no sync otherwise)."""
-        # optimizer steps before this one (Lightning logs at (step + 1) % n == 0); a graphed step has counted itself
-        step = self.global_step - int(self._graph_active)
-        if correct is None:
-            correct = _count_correct(logits, targets)
-        self.train_stats.add(loss, terms, correct, batch_size=targets.shape[0])
+        # optimizer steps before this one (Lightning logs at (step + 1) % n == 0); a runner that steps the
+        # optimizer itself has had the step counted already
+        step = self.global_step - int(self.step_runner.steps_optimizer)
+        self.train_stats.add(result.loss, result.terms, result.correct, batch_size=batch_size)
         every = self.trainer.log_every_n_steps
         log_step = every > 0 and (step + 1) % every == 0
         last_step = batch_idx + 1 >= self.trainer.num_training_batches or step + 1 == self.trainer.max_steps
@@ -411,10 +338,7 @@ class ClassifierSystem(LightningModule):
 
     @override
     def on_train_epoch_end(self) -> None:
-        if self._graph_active:  # manual optimization: epoch-interval schedulers are stepped here
-            schedulers = self.lr_schedulers()
-            for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
-                scheduler.step()
+        self.step_runner.on_train_epoch_end(self)
         if self.train_stats.empty:
             return
         sums = self.trainer.strategy.reduce(self.train_stats.epoch_sums(), reduce_op="sum")
@@ -430,7 +354,7 @@ class ClassifierSystem(LightningModule):
         self, batch: Batch, stage: str, acc1: MulticlassAccuracy, acc5: MulticlassAccuracy, loss: SampleMean
     ) -> Tensor:
         inputs, targets = batch
-        inputs = self._format_inputs(inputs)
+        inputs = self.step_runner.format_inputs(inputs)
         logits = first_view(apply_views(self.network, inputs))
         acc1.update(logits, targets)
         acc5.update(logits, targets)
@@ -471,8 +395,7 @@ class ClassifierSystem(LightningModule):
     @override
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(list(self.trainable_parameters()))
-        if self._graph_active:
-            optimizer = ReplayingOptimizer(optimizer)
+        optimizer = self.step_runner.wrap_optimizer(optimizer)
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)

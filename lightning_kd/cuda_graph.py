@@ -1,9 +1,9 @@
 """A whole training step (forward, backward, optimizer step) captured as one CUDA graph and replayed.
 
 At CIFAR sizes a distillation step is bound by the CPU: a few hundred kernel launches and the framework's
-per-step Python. Capturing the whole step once and replaying it makes each step one launch (issue 7 measured
-3 to 6 times the throughput of the eager step on an H100). What a captured step bakes in must be handled, or
-training is silently wrong; :class:`WholeStepGraph` handles it as follows.
+per-step Python. Capturing the whole step once and replaying it makes each step one launch (measured: 3 to 6
+times the throughput of the eager step on an H100, docs/performance.md). What a captured step bakes in must be
+handled, or training is silently wrong; :class:`WholeStepGraph` handles it as follows.
 
 - **Hyperparameters** (learning rate, momentum, ...) are Python numbers in the optimizer's ``param_groups``,
   baked into the captured kernels. :meth:`WholeStepGraph.run` compares a Python-side copy of them at every call
@@ -60,6 +60,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from lightning_kd._memory_format import format_for, to_memory_format
 
 __all__ = ["CUDAGraphBackend", "GraphBackend", "WholeStepGraph", "is_supported"]
 
@@ -231,7 +233,7 @@ class WholeStepGraph:
 
     def _eager_step(self, inputs: Inputs, targets: Tensor, *, side_stream: bool) -> dict[str, Tensor]:
         self.eager_steps += 1
-        inputs = _map(inputs, lambda x: _to_format(x, self.memory_format))
+        inputs = to_memory_format(inputs, self.memory_format)
         with self._on_side_stream(side_stream, targets.device):
             # keep the gradients that a captured graph writes as param.grad (zeroed in place, not replaced)
             self.optimizer.zero_grad(set_to_none=self._graph is None)
@@ -244,7 +246,7 @@ class WholeStepGraph:
         start = time.perf_counter()
         if self._static_inputs is None:
             self._static_inputs = _map(
-                inputs, lambda x: torch.empty_like(x, memory_format=_format(x, self.memory_format))
+                inputs, lambda x: torch.empty_like(x, memory_format=format_for(x, self.memory_format))
             )
             self._static_targets = torch.empty_like(targets)
         self._copy_in(inputs, targets)
@@ -337,15 +339,6 @@ def _map(inputs: Inputs, fn: Callable[[Tensor], Tensor]) -> Inputs:
     if isinstance(inputs, Tensor):
         return fn(inputs)
     return type(inputs)(fn(x) for x in _tensors(inputs))
-
-
-def _format(x: Tensor, memory_format: torch.memory_format) -> torch.memory_format:
-    # channels_last applies to 4-D (N, C, H, W) tensors only
-    return memory_format if x.ndim == 4 else torch.contiguous_format
-
-
-def _to_format(x: Tensor, memory_format: torch.memory_format) -> Tensor:
-    return x.contiguous(memory_format=_format(x, memory_format))
 
 
 def _loss(out: dict[str, Tensor]) -> Tensor:

@@ -301,9 +301,9 @@ class DistillationModule(ClassifierSystem):
 
     @override
     def setup(self, stage: str) -> None:
-        super().setup(stage)
-        if stage == "fit":
+        if stage == "fit":  # before anything else: without trained weights there is nothing to distil
             self.teacher_component.require_weights(self.hparams.get("teacher_weights"))
+        super().setup(stage)
         datamodule = getattr(self.trainer, "datamodule", None)
         data_views = 2 if getattr(datamodule, "two_views", False) else 1
         if stage == "fit" and datamodule is not None and data_views != self.loss.num_views:

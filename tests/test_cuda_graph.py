@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import lightning_kd._system
+import lightning_kd.step_runners
 from lightning_kd import DistillationModule, cuda_graph
 from lightning_kd.cuda_graph import GraphBackend, WholeStepGraph, is_supported
 from lightning_kd.losses import KD
@@ -388,7 +388,7 @@ def test_module_graph_plumbing_keeps_the_eager_run_on_cpu(tmp_path: Path, monkey
         return graphs[-1]
 
     eager, eager_weights = _fit(tmp_path, "eager", accelerator="cpu", full_batches=9)
-    monkeypatch.setattr(lightning_kd._system, "is_supported", lambda device: True)  # the module's CUDA check
+    monkeypatch.setattr(lightning_kd.step_runners, "is_supported", lambda device: True)  # the module's CUDA check
     monkeypatch.setattr(cuda_graph, "is_supported", lambda device: True)
     monkeypatch.setattr(cuda_graph, "CUDAGraphBackend", stand_in)
     graphed, graphed_weights = _fit(

@@ -15,7 +15,7 @@ import pytest
 import torch
 from lightning.pytorch import Trainer, seed_everything
 
-import lightning_kd._system as system
+import lightning_kd.step_runners as runners
 from lightning_kd import DistillationModule
 from lightning_kd.cuda_graph import GraphBackend, WholeStepGraph
 from lightning_kd.losses import KD
@@ -86,15 +86,15 @@ def graphs(monkeypatch) -> list[WholeStepGraph]:
         built.append(WholeStepGraph(*args, graph_factory=lambda: _EagerBackend(optimizer), **kwargs))
         return built[-1]
 
-    monkeypatch.setattr(system, "is_supported", lambda device: True)
-    monkeypatch.setattr(system, "WholeStepGraph", graph_with_eager_backend)
+    monkeypatch.setattr(runners, "is_supported", lambda device: True)
+    monkeypatch.setattr(runners, "WholeStepGraph", graph_with_eager_backend)
     return built
 
 
 def test_graphed_step_matches_the_eager_trajectory_across_lr_changes(tmp_path, graphs, monkeypatch):
-    monkeypatch.setattr(system, "is_supported", lambda device: False)
+    monkeypatch.setattr(runners, "is_supported", lambda device: False)
     eager, eager_trainer = _fit(tmp_path / "eager", cuda_graph=False)
-    monkeypatch.setattr(system, "is_supported", lambda device: True)
+    monkeypatch.setattr(runners, "is_supported", lambda device: True)
     graphed, trainer = _fit(tmp_path / "graphed", cuda_graph=True)
 
     assert not graphed.automatic_optimization
@@ -122,9 +122,9 @@ def test_graph_is_recaptured_each_epoch_only_for_an_epoch_dependent_loss(tmp_pat
 
 
 def test_graphed_step_with_channels_last_and_a_folded_teacher_keeps_the_eager_trajectory(tmp_path, graphs, monkeypatch):
-    monkeypatch.setattr(system, "is_supported", lambda device: False)
+    monkeypatch.setattr(runners, "is_supported", lambda device: False)
     eager, eager_trainer = _fit(tmp_path / "eager", cuda_graph=False)
-    monkeypatch.setattr(system, "is_supported", lambda device: True)
+    monkeypatch.setattr(runners, "is_supported", lambda device: True)
     graphed, trainer = _fit(tmp_path / "graphed", cuda_graph=True, channels_last=True, fold_teacher_bn=True)
 
     (graph,) = graphs

@@ -23,8 +23,13 @@ from lightning_kd.data import DigitsDataModule
 from lightning_kd.losses import KD
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lightning_kd"
-# the code a training step runs: module, shared system, step statistics, losses
-STEP_CODE = [PACKAGE / "module.py", PACKAGE / "_system.py", PACKAGE / "_train_stats.py", *PACKAGE.glob("losses/*.py")]
+# the code a training step runs: module, shared system, teacher, step runners, views, statistics, losses
+STEP_CODE = [
+    *(PACKAGE / name for name in ("module.py", "_system.py", "teacher.py", "step_runners.py", "_views.py")),
+    *(PACKAGE / name for name in ("_memory_format.py", "_train_stats.py")),
+    PACKAGE / "models/ensemble.py",
+    *PACKAGE.glob("losses/*.py"),
+]
 # calls that copy a tensor to the host (a sync, and on XLA a graph cut) or name a device kind
 HOST_SYNCS = {"item", "cpu", "numpy"}
 # the one module that is CUDA-specific by design (whole-step CUDA graphs), and checks the device type first
