@@ -20,6 +20,7 @@ from typing_extensions import override
 from lightning_kd._record import init_kwargs_from_record, is_primitive, subclass_init_args
 from lightning_kd._train_stats import TrainStepStats
 from lightning_kd._views import apply_views, first_view
+from lightning_kd.contracts import ValidationOutput
 from lightning_kd.models import create_model
 from lightning_kd.models.checkpoint import load_weights
 from lightning_kd.models.external import TIMM_PREFIX, TORCHVISION_PREFIX
@@ -369,9 +370,9 @@ class ClassifierSystem(LightningModule):
         return logits
 
     @override
-    def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor | None]:
+    def validation_step(self, batch: Batch, batch_idx: int) -> ValidationOutput:
         logits = self._evaluate(batch, "val", self.val_acc1, self.val_acc5, self.val_loss)
-        return {"logits": logits, "targets": batch[1]}
+        return ValidationOutput(student_logits=logits, teacher_logits=None, targets=batch[1])
 
     @override
     def on_validation_epoch_end(self) -> None:

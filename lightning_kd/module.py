@@ -26,6 +26,7 @@ from lightning_kd._system import (
     log_global,
 )
 from lightning_kd._views import apply_views, first_view
+from lightning_kd.contracts import ValidationOutput, ViewsData
 from lightning_kd.losses.base import DistillationLoss
 from lightning_kd.models.ensemble import LogitEnsemble
 from lightning_kd.models.external import TIMM_PREFIX, TORCHVISION_PREFIX
@@ -305,7 +306,7 @@ class DistillationModule(ClassifierSystem):
             self.teacher_component.require_weights(self.hparams.get("teacher_weights"))
         super().setup(stage)
         datamodule = getattr(self.trainer, "datamodule", None)
-        data_views = 2 if getattr(datamodule, "two_views", False) else 1
+        data_views = datamodule.num_views if isinstance(datamodule, ViewsData) else 1
         if stage == "fit" and datamodule is not None and data_views != self.loss.num_views:
             hint = "true" if self.loss.num_views == 2 else "false"
             raise ValueError(
@@ -413,7 +414,7 @@ class DistillationModule(ClassifierSystem):
         return first_view(student_logits), terms
 
     @override
-    def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor | None]:
+    def validation_step(self, batch: Batch, batch_idx: int) -> ValidationOutput:
         logits = self._evaluate(batch, "val", self.val_acc1, self.val_acc5, self.val_loss)
         teacher_logits = None
         wanted = self.teacher_in_validation or not self._teacher_acc_logged
@@ -425,7 +426,7 @@ class DistillationModule(ClassifierSystem):
                 # a wrapped (FSDP) ensemble gives only its mean: then no per-member values
                 for metric, logits in zip(self._member_metrics(), teacher.member_logits, strict=False):
                     metric.update(first_view(logits), batch[1])
-        return {"student_logits": logits, "teacher_logits": teacher_logits, "targets": batch[1]}
+        return ValidationOutput(student_logits=logits, teacher_logits=teacher_logits, targets=batch[1])
 
     @override
     def on_validation_epoch_end(self) -> None:

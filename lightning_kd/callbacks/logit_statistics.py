@@ -12,6 +12,8 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torch import Tensor
 from typing_extensions import override
 
+from lightning_kd.contracts import MonitoredTemperature, TeacherInValidation
+
 #: layout of the running-sum vector kept on the device
 _MEAN_SUM, _MEAN_SQ, _STD_SUM, _STD_SQ = 0, 1, 2, 3  # per role, offset by _ROLE_OFFSET[role]
 _ROLE_OFFSET = {"student": 0, "teacher": 4}
@@ -100,7 +102,7 @@ class LogitStatistics(Callback):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # ask the module for the teacher's logits at every validation epoch, not only the first
-        if hasattr(pl_module, "teacher_in_validation"):
+        if isinstance(pl_module, TeacherInValidation):
             pl_module.teacher_in_validation = True
 
     @override
@@ -246,8 +248,7 @@ def _base_temperature(pl_module: pl.LightningModule) -> float | None:
     loss = getattr(pl_module, "loss", None)
     if not getattr(loss, "standardize", False):
         return None
-    current = getattr(loss, "current_temperature", None)
-    temperature = current() if callable(current) else getattr(loss, "temperature", None)
+    temperature = loss.monitored_temperature() if isinstance(loss, MonitoredTemperature) else None
     if isinstance(temperature, Tensor) and temperature.numel() == 1:
         return float(temperature.detach())  # epoch end, not a training step: the host sync is fine
     return float(temperature) if isinstance(temperature, (int, float)) else None

@@ -26,6 +26,13 @@ class BaseDataModule(LightningDataModule):
     num_classes: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    #: whether training samples are ``((weak, strong), target)`` (MLKD); subclasses that offer it set it
+    two_views: bool = False
+
+    @property
+    def num_views(self) -> int:
+        """Views of each training image (:class:`~lightning_kd.contracts.ViewsData`): 2 with ``two_views``, else 1."""
+        return 2 if self.two_views else 1
 
     def __init__(
         self,

@@ -60,6 +60,15 @@ class DistillationLoss(nn.Module, ABC):
         """
         return {}
 
+    def monitored_temperature(self) -> float | Tensor | None:
+        """The base temperature a monitor reads (:class:`~lightning_kd.contracts.MonitoredTemperature`).
+
+        The ``temperature`` attribute of a loss that has one (KD, DKD, MLKD), else ``None``; CTKD gives its current
+        learned temperature.
+        """
+        value = getattr(self, "temperature", None)
+        return value if isinstance(value, (int, float, Tensor)) else None
+
     def hparams_dict(self) -> dict[str, Any]:
         """The constructor arguments as primitives, for checkpoint hyperparameters."""
         return {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", **self._hparams}

@@ -131,6 +131,10 @@ class CTKD(DistillationLoss):
         with torch.no_grad():
             return (self.t_start + self.t_end * torch.sigmoid(self.theta.float())).squeeze(0)
 
+    def monitored_temperature(self) -> Tensor:
+        """The current learned temperature (detached)."""
+        return self.current_temperature()
+
     def monitored_values(self) -> dict[str, Tensor]:
         """The learned temperature, logged by the module as ``train/temperature`` at each training epoch's end."""
         return {"temperature": self.current_temperature()}
