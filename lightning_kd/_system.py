@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torch.nn.modules.module import _IncompatibleKeys
 from torchmetrics import MaxMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
@@ -258,7 +257,8 @@ class ClassifierSystem(LightningModule):
                 f"Error loading the state dict into {type(self).__name__}: missing keys {missing}, unexpected keys "
                 f"{unexpected}. The checkpoint was saved from a different network/loss configuration."
             )
-        return _IncompatibleKeys(missing, unexpected)
+        # the same result type torch returns (a named tuple), built from its public class, not its private name
+        return type(result)(missing, unexpected)
 
     # ------------------------------------------------------------------ training
 

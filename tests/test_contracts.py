@@ -39,3 +39,13 @@ def test_distillation_modules_declare_teacher_in_validation_and_both_modules_one
         assert set(out) == set(ValidationOutput.__annotations__)
         assert out["student_logits"].shape == (4, 4)
         assert out["teacher_logits"] is None
+
+
+def test_load_state_dict_returns_what_torch_returns_with_the_optional_keys_dropped():
+    module = DistillationModule(TinyNet(), TinyNet(), KD())
+    state = {k: v for k, v in module.state_dict().items() if not k.startswith("teacher.")}
+    result = module.load_state_dict(state)
+    reference = torch.nn.Linear(1, 1).load_state_dict(torch.nn.Linear(1, 1).state_dict())
+    assert type(result) is type(reference)  # fails if torch changes the type load_state_dict returns
+    assert result.missing_keys == []
+    assert result.unexpected_keys == []
