@@ -20,49 +20,9 @@ from lightning_kd._record import init_kwargs_from_record, is_primitive, subclass
 from lightning_kd._train_stats import TrainStepStats
 from lightning_kd._views import apply_views, first_view
 from lightning_kd.contracts import ValidationOutput
-from lightning_kd.models import create_model
-from lightning_kd.models.checkpoint import load_weights
-from lightning_kd.models.external import TIMM_PREFIX, TORCHVISION_PREFIX
 from lightning_kd.step_runners import EagerRunner, StepResult, StepRunner, select_step_runner
 
 Batch = tuple[Any, Tensor]
-
-
-def infer_num_classes(model: nn.Module) -> int | None:
-    """The number of classes a classifier predicts, read without running it.
-
-    Uses the ``num_classes`` attribute (this project's models and timm's), else the output size of the last
-    ``nn.Linear`` (torchvision's classifiers). Returns ``None`` when neither exists.
-    """
-    value = getattr(model, "num_classes", None)
-    if isinstance(value, int):
-        return value
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return linears[-1].out_features if linears else None
-
-
-def build_network(spec: nn.Module | str, num_classes: int | None, weights: str | None, role: str) -> nn.Module:
-    """Build the model ``spec`` names with :func:`~lightning_kd.models.create_model`, or take the given module.
-
-    ``weights`` (a checkpoint path, or for a name also a library weights spec) are loaded strictly either way.
-    """
-    if isinstance(spec, nn.Module):
-        if weights is not None:
-            if weights.startswith((TORCHVISION_PREFIX, TIMM_PREFIX)):
-                raise ValueError(
-                    f"{role} weights {weights!r} name library weights, which apply to a {role} given by name "
-                    f"(e.g. 'torchvision/resnet34'); for a module pass a checkpoint path."
-                )
-            load_weights(spec, weights)
-        return spec
-    if not isinstance(spec, str):
-        raise TypeError(f"{role} must be an nn.Module or a model name, got {type(spec).__name__}.")
-    if num_classes is None:
-        raise ValueError(
-            f"Cannot build {role} {spec!r} without num_classes: pass num_classes=..., or give a data module "
-            "through the CLI (data.num_classes is linked to the model)."
-        )
-    return create_model(spec, num_classes=num_classes, weights=weights)
 
 
 def _accuracy(num_classes: int, top_k: int) -> MulticlassAccuracy:

@@ -21,8 +21,6 @@ from lightning_kd._record import absolute_weights_path, describe_factory, descri
 from lightning_kd._system import (
     Batch,
     ClassifierSystem,
-    build_network,
-    infer_num_classes,
     log_global,
 )
 from lightning_kd._views import apply_views, first_view
@@ -30,6 +28,7 @@ from lightning_kd.contracts import ValidationOutput, ViewsData
 from lightning_kd.losses.base import DistillationLoss
 from lightning_kd.models.ensemble import LogitEnsemble
 from lightning_kd.models.external import TIMM_PREFIX, TORCHVISION_PREFIX
+from lightning_kd.models.factory import build_network, infer_num_classes
 from lightning_kd.optim import cifar_multistep, cifar_sgd
 from lightning_kd.teacher import Teacher
 

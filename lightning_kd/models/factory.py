@@ -16,7 +16,7 @@ from lightning_kd.models.external import (
     torchvision_model,
 )
 
-__all__ = ["create_model"]
+__all__ = ["build_network", "create_model", "infer_num_classes"]
 
 _TORCHVISION_NAME = "torchvision/"
 _TIMM_NAME = "timm/"
@@ -112,3 +112,40 @@ def _foreign_spec_error(name: str, weights: str) -> ValueError:
         f"weights={weights!r} are {library} pretrained weights, which only apply to '{library}/<name>' models, "
         f"not {name!r}. For {name!r} pass a checkpoint file path or None."
     )
+
+
+def infer_num_classes(model: nn.Module) -> int | None:
+    """The number of classes a classifier predicts, read without running it.
+
+    Uses the ``num_classes`` attribute (this project's models and timm's), else the output size of the last
+    ``nn.Linear`` (torchvision's classifiers). Returns ``None`` when neither exists.
+    """
+    value = getattr(model, "num_classes", None)
+    if isinstance(value, int):
+        return value
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1].out_features if linears else None
+
+
+def build_network(spec: nn.Module | str, num_classes: int | None, weights: str | None, role: str) -> nn.Module:
+    """Build the model ``spec`` names with :func:`~lightning_kd.models.create_model`, or take the given module.
+
+    ``weights`` (a checkpoint path, or for a name also a library weights spec) are loaded strictly either way.
+    """
+    if isinstance(spec, nn.Module):
+        if weights is not None:
+            if weights.startswith((TORCHVISION_PREFIX, TIMM_PREFIX)):
+                raise ValueError(
+                    f"{role} weights {weights!r} name library weights, which apply to a {role} given by name "
+                    f"(e.g. 'torchvision/resnet34'); for a module pass a checkpoint path."
+                )
+            load_weights(spec, weights)
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"{role} must be an nn.Module or a model name, got {type(spec).__name__}.")
+    if num_classes is None:
+        raise ValueError(
+            f"Cannot build {role} {spec!r} without num_classes: pass num_classes=..., or give a data module "
+            "through the CLI (data.num_classes is linked to the model)."
+        )
+    return create_model(spec, num_classes=num_classes, weights=weights)
