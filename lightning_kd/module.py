@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
-from lightning_kd._record import absolute_weights_path, describe_factory, describe_network
+from lightning_kd._record import absolute_weights_path, class_path, describe_factory, describe_network
 from lightning_kd._system import (
     Batch,
     ClassifierSystem,
@@ -90,7 +90,7 @@ def _describe_teacher(teacher: TeacherSpec | Sequence[TeacherSpec]) -> dict[str,
         return describe_network("teacher", teacher)
     if all(isinstance(t, str) for t in teacher):
         return {"teacher": list(teacher)}
-    return {"teacher_class": [t if isinstance(t, str) else describe_network("t", t)["t_class"] for t in teacher]}
+    return {"teacher_class": [t if isinstance(t, str) else class_path(type(t)) for t in teacher]}
 
 
 def _weights_file_missing(weights: str | None) -> bool:
@@ -200,7 +200,7 @@ class DistillationModule(ClassifierSystem):
         self.student = build_network(student, resolved, student_weights, "student")
         missing = [w for w in weights if _weights_file_missing(w)]
         members = [
-            build_network(spec, resolved, None if _weights_file_missing(w) else w, role)
+            build_network(spec, resolved, None if w in missing else w, role)
             for spec, w, role in zip(specs, weights, roles, strict=True)
         ]
         self.teacher = members[0] if len(members) == 1 else LogitEnsemble(members)
@@ -302,7 +302,9 @@ class DistillationModule(ClassifierSystem):
     @override
     def setup(self, stage: str) -> None:
         if stage == "fit":  # before anything else: without trained weights there is nothing to distil
-            self.teacher_component.require_weights(self.hparams.get("teacher_weights"))
+            recorded = self.hparams.get("teacher_weights")
+            missing = [w for w in (recorded if isinstance(recorded, list) else [recorded]) if _weights_file_missing(w)]
+            self.teacher_component.require_weights(missing[0] if len(missing) == 1 else missing or recorded)
         super().setup(stage)
         datamodule = getattr(self.trainer, "datamodule", None)
         data_views = datamodule.num_views if isinstance(datamodule, ViewsData) else 1
