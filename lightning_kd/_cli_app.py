@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
-from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelSummary, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -42,12 +42,12 @@ from lightning_kd._cli_parser import KDArgumentParser
 from lightning_kd._model_from_checkpoint import with_model_from_checkpoint
 from lightning_kd.callbacks.console import ModelSummaryTable, RunProgressBar
 from lightning_kd.callbacks.prediction_writer import PredictionWriter
+from lightning_kd.callbacks.record_data import RecordData
 from lightning_kd.callbacks.run_config import LogRunConfig
 from lightning_kd.callbacks.run_status import RunStatus
 from lightning_kd.run_folders import find_run_folder, next_stage_folder, update_latest
 
 #: checkpoint key under which the CLI records the data the model was trained on (class count, normalization)
-DATA_RECORD_KEY = "lightning_kd_data"
 
 _PRECEDENCE = (
     "Settings come from --config files and flags, later ones winning; with --ckpt_path the checkpoint supplies "
@@ -95,25 +95,6 @@ def _quiet_lightning() -> None:
         target = logging.getLogger(name)
         if not any(isinstance(f, _DropLitLoggerTip) for f in target.filters):
             target.addFilter(_DropLitLoggerTip())
-
-
-class RecordData(Callback):
-    """Write the data's class count and normalization into every checkpoint (key :data:`DATA_RECORD_KEY`).
-
-    The module's hyperparameters describe the model; this says what inputs it expects, so an exported student can
-    be used without the data module.
-    """
-
-    @override
-    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        data = trainer.datamodule
-        if data is None:
-            return
-        record: dict[str, Any] = {"class_path": f"{type(data).__module__}.{type(data).__qualname__}"}
-        for key in ("num_classes", "mean", "std"):
-            value = getattr(data, key, None)
-            record[key] = list(value) if isinstance(value, tuple) else value
-        checkpoint[DATA_RECORD_KEY] = record
 
 
 class KDLightningCLI(LightningCLI):

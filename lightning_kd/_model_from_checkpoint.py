@@ -6,9 +6,10 @@ files name no model at all, that record is turned back into a ``--model`` config
 and put first, so that any flag still overrides it. Whenever a model is configured, the record is not read:
 then the given config is the whole truth.
 
-The record names no module class: a record with ``student`` / ``teacher`` is a
-:class:`~lightning_kd.DistillationModule`, one with ``model`` a :class:`~lightning_kd.ClassificationModule`.
-A subclass, or networks that were given as modules, need a ``--model`` config.
+The record names no module class: :func:`lightning_kd._record.record_shape` tells (``student`` / ``teacher``: a
+:class:`~lightning_kd.DistillationModule`, ``model``: a :class:`~lightning_kd.ClassificationModule`), and
+:func:`lightning_kd._record.object_configs` decodes the loss, optimizer and scheduler, as for
+``load_from_checkpoint``. A subclass, or networks that were given as modules, need a ``--model`` config.
 """
 
 from __future__ import annotations
@@ -22,14 +23,11 @@ from typing import Any
 import torch
 import yaml
 
+from lightning_kd._record import object_configs, record_shape
+
 __all__ = ["model_config_from_record", "with_model_from_checkpoint"]
 
 _EVALUATIONS = ("validate", "test", "predict")
-# networks, the record key naming each, and the module class they identify
-_SHAPES = (
-    (("student", "teacher"), "lightning_kd.DistillationModule"),
-    (("model",), "lightning_kd.ClassificationModule"),
-)
 # init arguments that are linked from the data (`data.num_classes`) and so may not be given
 _LINKED = {"num_classes"}
 
@@ -60,9 +58,9 @@ def model_config_from_record(record: Mapping[str, Any], source: str = "the check
         ValueError: if the record describes no lightning_kd module, or networks given as modules (their class and
             arguments are not recorded): then pass ``--model`` / ``--config`` with the model.
     """
-    shape = next(((nets, cls) for nets, cls in _SHAPES if all(n in record for n in nets)), None)
-    if shape is None:
-        given = [k for k in record if k.endswith("_class")]
+    shape = record_shape(record)
+    given = [k for k in record if k.endswith("_class")]
+    if shape is None or given:
         reason = (
             f"its networks were given as modules ({', '.join(given)})" if given else "it has no lightning_kd record"
         )
@@ -76,17 +74,8 @@ def model_config_from_record(record: Mapping[str, Any], source: str = "the check
     module = DistillationModule if class_path.endswith("DistillationModule") else ClassificationModule
     params = set(inspect.signature(module.__init__).parameters) - {"self"} - _LINKED
     init_args: dict[str, Any] = {k: v for k, v in record.items() if k in params and "." not in k}
-    for prefix in ("loss", "optimizer", "lr_scheduler"):
-        if prefix not in params:
-            continue
-        if record.get(prefix, "absent") is None:
-            init_args[prefix] = None
-        elif f"{prefix}.class_path" in record:
-            head = f"{prefix}."
-            arguments = {
-                k[len(head) :]: v for k, v in record.items() if k.startswith(head) and k != f"{head}class_path"
-            }
-            init_args[prefix] = {"class_path": record[f"{prefix}.class_path"], "init_args": arguments}
+    hint = "give the model with --config or --model"
+    init_args.update({k: v for k, v in object_configs(record, hint).items() if k in params})
     missing = [n for n in networks if n not in init_args]
     if missing:
         raise ValueError(f"Cannot rebuild the model from {source}: the record lacks {missing}.")

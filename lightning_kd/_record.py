@@ -1,4 +1,4 @@
-"""The one hyperparameter record of a module: built once, saved in checkpoints, sent to loggers, reloaded.
+"""The record codec: the one hyperparameter record of a module, encoded once and decoded in one place.
 
 A module's constructor arguments include objects (networks, a loss, optimizer factories) that are no primitives.
 The record describes each one with primitives only, flattened with a dotted prefix (``loss.class_path``,
@@ -6,8 +6,13 @@ The record describes each one with primitives only, flattened with a dotted pref
 
 * a checkpoint reloads under ``torch.load(weights_only=True)``;
 * ``hparams_initial`` (what Lightning hands to loggers) is the whole truth of the run, for modules built in Python
-  and by the CLI alike;
-* :func:`init_kwargs_from_record` rebuilds the constructor arguments for ``load_from_checkpoint``.
+  and by the CLI alike.
+
+Encoding: :func:`describe_network`, :func:`describe_loss`, :func:`describe_factory`. Decoding, for every reader:
+:func:`record_shape` (which module and networks a record describes), :func:`object_configs` (the loss, optimizer
+and scheduler as ``class_path`` + ``init_args``), :func:`init_kwargs_from_record` (``load_from_checkpoint``, built
+on the two). The CLI (``--ckpt_path`` without a model) and ``export-student`` read records through the same
+functions, and :data:`DATA_RECORD_KEY` is the checkpoint key of the CLI's data record.
 """
 
 from __future__ import annotations
@@ -25,6 +30,17 @@ from lightning_kd.models.external import TIMM_PREFIX, TORCHVISION_PREFIX
 
 Primitive = bool | int | float | str | None
 _PRIMITIVES = (bool, int, float, str, type(None))
+
+#: checkpoint key of the data record (class count, normalization) that the CLI's ``RecordData`` callback writes
+DATA_RECORD_KEY = "lightning_kd_data"
+#: prefixes of the constructor arguments that are objects described by ``<prefix>.class_path`` + ``<prefix>.<arg>``
+OBJECT_PREFIXES = ("loss", "optimizer", "lr_scheduler")
+#: (network arguments, module class) per record shape: a record with ``student`` and ``teacher`` (each a name, or a
+#: ``<arg>_class`` for a given module) is a DistillationModule's, one with ``model`` a ClassificationModule's
+RECORD_SHAPES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("student", "teacher"), "lightning_kd.DistillationModule"),
+    (("model",), "lightning_kd.ClassificationModule"),
+)
 
 
 def is_primitive(value: Any) -> bool:
@@ -52,6 +68,11 @@ def describe_network(role: str, spec: nn.Module | str) -> dict[str, Any]:
     if isinstance(spec, str):
         return {role: spec}
     return {f"{role}_class": class_path(type(spec))}
+
+
+def describe_loss(loss: Any) -> dict[str, Any]:
+    """``{loss.class_path: ..., loss.<arg>: ...}`` from a loss strategy's :meth:`hparams_dict`."""
+    return {f"loss.{k}": v for k, v in loss.hparams_dict().items()}
 
 
 def describe_factory(prefix: str, factory: Callable[..., Any] | None) -> dict[str, Any]:
@@ -94,6 +115,9 @@ def subclass_init_args(obj: Any, frame: Any, known: set[str]) -> dict[str, Any]:
     subclass's own arguments (``extra_weight: float = 0.1``) land in the record and ``load_from_checkpoint`` passes
     them back.
     """
+    # Lightning's own frame walk (what save_hyperparameters uses); undocumented, but no public API gives a
+    # subclass's __init__ arguments from the base's __init__. tests/test_record_codec.py pins its behaviour, so an
+    # upstream change fails there first.
     from lightning.pytorch.utilities.parsing import collect_init_args
 
     extras: dict[str, Any] = {}
@@ -117,28 +141,55 @@ def _prefixed(record: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return {k[len(head) :]: v for k, v in record.items() if k.startswith(head)}
 
 
-def rebuild_factory(record: Mapping[str, Any], prefix: str) -> Callable[..., Any] | None:
-    """Rebuild an optimizer / scheduler factory described by :func:`describe_factory`."""
-    if prefix in record and record[prefix] is None:
+def record_shape(record: Mapping[str, Any]) -> tuple[tuple[str, ...], str] | None:
+    """The ``(network arguments, module class path)`` a record describes (see :data:`RECORD_SHAPES`), or ``None``.
+
+    A network counts when it is recorded by name (``student``) or as a given module's class (``student_class``).
+    """
+    for networks, module in RECORD_SHAPES:
+        if all(n in record or f"{n}_class" in record for n in networks):
+            return networks, module
+    return None
+
+
+def object_configs(record: Mapping[str, Any], hint: str = "pass it again") -> dict[str, dict[str, Any] | None]:
+    """The object arguments of a record as configs: ``{prefix: {"class_path": ..., "init_args": {...}}}``.
+
+    A prefix recorded as ``None`` (no scheduler) maps to ``None``; a prefix not recorded at all is left out.
+
+    Args:
+        record: a module's flat record.
+        hint: how the caller can supply an object the record cannot rebuild (said in the error).
+
+    Raises:
+        ValueError: an object was recorded as not reloadable (a lambda or local function); the message names it.
+    """
+    configs: dict[str, dict[str, Any] | None] = {}
+    for prefix in OBJECT_PREFIXES:
+        if prefix in record and record[prefix] is None:
+            configs[prefix] = None
+            continue
+        fields = _prefixed(record, prefix)
+        path = fields.pop("class_path", None)
+        if path is None:
+            continue
+        if fields.pop("reloadable", True) is False:
+            raise ValueError(
+                f"The checkpoint's {prefix} was a {path!r}, which cannot be rebuilt from its record: {hint} "
+                f"({prefix}=...)."
+            )
+        configs[prefix] = {"class_path": path, "init_args": fields}
+    return configs
+
+
+def build_object(config: Mapping[str, Any] | None, *, partial: bool) -> Any:
+    """Build a config of :func:`object_configs`: the object itself, or (``partial=True``) a factory for it."""
+    if config is None:
         return None
-    fields = _prefixed(record, prefix)
-    path = fields.pop("class_path", None)
-    if path is None:
-        raise KeyError(prefix)
-    if fields.pop("reloadable", True) is False:
-        raise ValueError(
-            f"The checkpoint's {prefix} was a {path!r}, which cannot be rebuilt from its record: pass {prefix}=... "
-            "to load_from_checkpoint."
-        )
-    target = _import(path)
-    return functools.partial(target, **fields) if fields or isinstance(target, type) else target
-
-
-def rebuild_loss(record: Mapping[str, Any]) -> nn.Module:
-    """Rebuild the loss strategy from its ``loss.class_path`` and ``loss.<arg>`` entries."""
-    fields = _prefixed(record, "loss")
-    path = fields.pop("class_path")
-    return _import(path)(**fields)
+    target, init_args = _import(config["class_path"]), dict(config["init_args"])
+    if not partial:
+        return target(**init_args)
+    return functools.partial(target, **init_args) if init_args or isinstance(target, type) else target
 
 
 def _init_parameters(cls: type) -> set[str]:
@@ -182,10 +233,9 @@ def init_kwargs_from_record(
                 f"This checkpoint's {arg} was given as a module ({record[f'{arg}_class']}), which a checkpoint does "
                 f"not rebuild: pass it, e.g. {cls.__name__}.load_from_checkpoint(path, {arg}=<the {arg} network>)."
             )
-    if "loss" in params and "loss" not in overrides and "loss.class_path" in record:
-        kwargs["loss"] = rebuild_loss(record)
-    for prefix in ("optimizer", "lr_scheduler"):
-        if prefix in params and prefix not in overrides and (prefix in record or f"{prefix}.class_path" in record):
-            kwargs[prefix] = rebuild_factory(record, prefix)
+    # only the objects this class takes and the caller did not pass (an overridden lambda need not be rebuildable)
+    needed = {k: v for k, v in record.items() if k.partition(".")[0] in params - set(overrides)}
+    for prefix, config in object_configs(needed, "pass it to load_from_checkpoint").items():
+        kwargs[prefix] = build_object(config, partial=prefix != "loss")
     kwargs.update(overrides)
     return kwargs

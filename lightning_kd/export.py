@@ -24,13 +24,9 @@ from typing import Any
 import torch
 
 from lightning_kd._checkpoint_file import check_checkpoint_file
+from lightning_kd._record import DATA_RECORD_KEY, record_shape
 
 __all__ = ["export_student", "main"]
-
-#: checkpoint key of the CLI's data record (see lightning_kd._cli_app.RecordData)
-_DATA_RECORD_KEY = "lightning_kd_data"
-# (record key of the architecture name, record key of a given module's class, state-dict prefix of the network)
-_ROLES = (("student", "student_class", "student."), ("model", "model_class", "model."))
 
 
 def export_student(
@@ -69,18 +65,20 @@ def export_student(
             f"{ckpt_path} is not a Lightning checkpoint of a lightning_kd module (it needs 'hyper_parameters' and "
             "'state_dict'); export-student reads DistillationModule and ClassificationModule checkpoints."
         )
-    role = next(((name, cls, prefix) for name, cls, prefix in _ROLES if name in record or cls in record), None)
-    if role is None:
+    shape = record_shape(record)
+    if shape is None:
         raise ValueError(
             f"{ckpt_path} records neither a 'student' nor a 'model' network (hyperparameter keys: {sorted(record)}); "
             "it was not saved by a lightning_kd DistillationModule or ClassificationModule."
         )
-    name_key, class_key, prefix = role
+    # the trained network is the shape's first: the student of a distillation record, the model of a classifier's
+    name_key = shape[0][0]
+    class_key, prefix = f"{name_key}_class", f"{name_key}."
     weights = {k[len(prefix) :]: v.contiguous() for k, v in state.items() if k.startswith(prefix)}
     if not weights:
         raise ValueError(f"{ckpt_path} holds no '{prefix}*' weights in its state_dict.")
 
-    data = checkpoint.get(_DATA_RECORD_KEY) or {}
+    data = checkpoint.get(DATA_RECORD_KEY) or {}
     num_classes = record.get("num_classes", data.get("num_classes"))
     meta: dict[str, Any] = {
         # a name for create_model, or None for a network given as a module (then `architecture_class` says which)

@@ -2,12 +2,14 @@
 :class:`FitResult` writes a fit's headline numbers to a file (for sweeps); :class:`RandomStateCheckpoint` saves the
 random states in checkpoints, so a resumed run continues the same random stream; :class:`PredictionWriter` writes
 ``predictions.csv``; :class:`RunStatus` writes a fit's ``status.json``; :class:`RunProgressBar` and
-:class:`ModelSummaryTable` are what the CLI prints."""
+:class:`ModelSummaryTable` are what the CLI prints; :class:`RecordData` writes the data's class count and normalization
+into checkpoints (for ``export-student``)."""
 
 from lightning_kd.callbacks.console import ModelSummaryTable, RunProgressBar
 from lightning_kd.callbacks.fit_result import FitResult
 from lightning_kd.callbacks.logit_statistics import LogitStatistics, per_sample_stats
 from lightning_kd.callbacks.prediction_writer import PredictionWriter, read_predictions
+from lightning_kd.callbacks.record_data import RecordData
 from lightning_kd.callbacks.rng_state import RandomStateCheckpoint
 from lightning_kd.callbacks.run_config import LogRunConfig, run_settings
 from lightning_kd.callbacks.run_status import RunStatus, read_status
@@ -19,6 +21,7 @@ __all__ = [
     "ModelSummaryTable",
     "PredictionWriter",
     "RandomStateCheckpoint",
+    "RecordData",
     "RunProgressBar",
     "RunStatus",
     "per_sample_stats",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -17,8 +18,11 @@ class DistillationLoss(nn.Module, ABC):
     A subclass computes named, already-weighted scalar terms; the training loss is their sum. Keeping the
     terms separate lets the module log each one as ``train/<term>``.
 
-    Subclasses call :meth:`_record_hparams` in ``__init__`` with their constructor arguments, so the module
-    can save them flattened (``loss.temperature``, ...) as checkpoint hyperparameters of primitive types.
+    The record of a loss (what the module saves flattened as ``loss.temperature``, ... in checkpoints and sends to
+    loggers) is read from the constructor signatures: each named argument of ``__init__`` (of the subclass and of
+    every base up to this class) is recorded as the value of the attribute of the same name. A subclass stores its
+    arguments under their names (``self.temperature = float(temperature)``) and writes nothing else; an argument
+    kept under another name (or not at all) is recorded with :meth:`_record_hparams` instead.
 
     A loss that needs more than one view of each training image (MLKD's ``(weak, strong)``) says so with
     :attr:`num_views`; the module checks it against the data module before training.
@@ -70,18 +74,47 @@ class DistillationLoss(nn.Module, ABC):
         return value if isinstance(value, (int, float, Tensor)) else None
 
     def hparams_dict(self) -> dict[str, Any]:
-        """The constructor arguments as primitives, for checkpoint hyperparameters."""
-        return {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", **self._hparams}
+        """The constructor arguments as primitives, for checkpoint hyperparameters: ``class_path`` and each argument.
+
+        Raises:
+            TypeError: a constructor argument is neither stored under its name nor given to :meth:`_record_hparams`,
+                or its value is not a primitive; the message names it.
+        """
+        record: dict[str, Any] = {}
+        for name in self._init_argument_names():
+            if name in self._hparams:
+                record[name] = self._hparams[name]
+            elif hasattr(self, name):
+                record[name] = _checked_primitive(type(self), name, getattr(self, name))
+            else:
+                raise TypeError(
+                    f"{type(self).__name__}.__init__ takes {name!r} but the loss keeps no attribute of that name, so "
+                    f"its record cannot hold it: store it as self.{name} in __init__, or call "
+                    f"self._record_hparams({name}=...)."
+                )
+        record.update({k: v for k, v in self._hparams.items() if k not in record})
+        return {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", **record}
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self._hparams.items())
+        return ", ".join(f"{k}={v!r}" for k, v in self.hparams_dict().items() if k != "class_path")
+
+    def _init_argument_names(self) -> list[str]:
+        """Named ``__init__`` arguments of this loss's class and its bases below :class:`DistillationLoss`."""
+        names: list[str] = []
+        for klass in type(self).__mro__:
+            if klass is DistillationLoss:
+                break
+            if "__init__" not in vars(klass):
+                continue
+            for param in inspect.signature(vars(klass)["__init__"]).parameters.values():
+                named = param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD)
+                if named and param.name != "self" and param.name not in names:
+                    names.append(param.name)
+        return names
 
     def _record_hparams(self, **kwargs: Any) -> None:
-        for key, value in kwargs.items():
-            if not isinstance(value, (bool, int, float, str, type(None), list, tuple)):
-                raise TypeError(f"Loss hyperparameter {key!r} must be a primitive, got {type(value).__name__}.")
-        # merged, so a subclass records its own arguments after its base's
-        self._hparams.update({k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()})
+        """Record arguments that are not stored under their own names (or extra values) in the loss's record."""
+        self._hparams.update({k: _checked_primitive(type(self), k, v) for k, v in kwargs.items()})
 
     def _check_inputs(self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor) -> None:
         """Validate shapes (free) and target values (CPU always; accelerators only on the first batch)."""
@@ -110,6 +143,18 @@ class DistillationLoss(nn.Module, ABC):
                 f"Targets out of range: found {bad} but the logits have {num_classes} classes (valid: 0.."
                 f"{num_classes - 1}). Check the data's labels and the models' num_classes."
             )
+
+
+def _checked_primitive(cls: type, name: str, value: Any) -> Any:
+    """``value`` as a record entry (tuples as lists), or a ``TypeError`` naming the argument."""
+    if isinstance(value, (bool, int, float, str, type(None))):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (bool, int, float, str, type(None))) for v in value):
+        return list(value)
+    raise TypeError(
+        f"Loss hyperparameter {cls.__name__}.{name} must be a primitive (bool, int, float, str, None or a list of "
+        f"them) to be recorded in checkpoints, got {type(value).__name__}."
+    )
 
 
 def check_temperature(name: str, value: float) -> None:

@@ -107,16 +107,6 @@ class CTKD(DistillationLoss):
         self.standardize = bool(standardize)
         #: The global temperature logit: tau = t_start + t_end * sigmoid(theta). Shape (1,), as the reference.
         self.theta = nn.Parameter(torch.ones(1))
-        self._record_hparams(
-            t_start=self.t_start,
-            t_end=self.t_end,
-            lambda_max=self.lambda_max,
-            lambda_min=self.lambda_min,
-            decay_epochs=self.decay_epochs,
-            ce_weight=self.ce_weight,
-            kd_weight=self.kd_weight,
-            standardize=self.standardize,
-        )
 
     def gradient_lambda(self, epoch: int) -> float:
         """The gradient-reversal factor :math:`\\lambda_e` at ``epoch`` (counted from 1)."""

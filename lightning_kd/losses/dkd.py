@@ -78,14 +78,6 @@ class DKD(DistillationLoss):
         self.warmup = int(warmup)
         self.ce_weight = float(ce_weight)
         self.standardize = bool(standardize)
-        self._record_hparams(
-            alpha=self.alpha,
-            beta=self.beta,
-            temperature=self.temperature,
-            warmup=self.warmup,
-            ce_weight=self.ce_weight,
-            standardize=self.standardize,
-        )
 
     def warmup_factor(self, epoch: int) -> float:
         """The linear warm-up factor ``min(epoch / warmup, 1)`` of the distillation terms at ``epoch`` (from 1)."""

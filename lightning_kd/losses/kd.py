@@ -53,9 +53,6 @@ class KD(DistillationLoss):
         self.ce_weight = float(ce_weight)
         self.kd_weight = float(kd_weight)
         self.standardize = bool(standardize)
-        self._record_hparams(
-            temperature=self.temperature, ce_weight=self.ce_weight, kd_weight=self.kd_weight, standardize=standardize
-        )
 
     def forward(
         self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor, *, epoch: int = 1

@@ -121,14 +121,6 @@ class MLKD(DistillationLoss):
         self.standardize = bool(standardize)
         self.scalar_masks = bool(scalar_masks)
         self.weak_logits_in_strong_terms = bool(weak_logits_in_strong_terms)
-        self._record_hparams(
-            temperature=self.temperature,
-            ce_weight=self.ce_weight,
-            kd_weight=self.kd_weight,
-            standardize=self.standardize,
-            scalar_masks=self.scalar_masks,
-            weak_logits_in_strong_terms=self.weak_logits_in_strong_terms,
-        )
 
     @property
     def temperatures(self) -> tuple[float, ...]:
