@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m lightning_kd.demo
+	$(BIN)/python -m lightning_kd.apps.demo
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q

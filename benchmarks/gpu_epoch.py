@@ -22,7 +22,7 @@ KD + logit standardization (T 2, CE 0.1, KD 9), SGD (lr 0.05, momentum 0.9, wd 5
 Each measurement runs ``--warmup`` steps (worker start-up, cuDNN autotuning, graph capture), then times
 ``--steps`` steps with the device synchronised at both ends. Only training steps are timed (no validation,
 no epoch boundary); "240 epochs" is 240 x 50,000 images at the measured rate. Prints a table with the ratios to
-the reference loop and writes the numbers as JSON (``--json``). Issue 7's targets on one H100: default >= 1.0x,
+the reference loop and writes the numbers as JSON (``--json``). The targets on one H100: default >= 1.0x,
 fast >= 3x, 240 epochs of the fast preset <= 10 minutes.
 
     python benchmarks/gpu_epoch.py --json $OUT/gpu_epoch.json          # on a GPU, about 3 minutes

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 7 in one run on a lent GPU machine (no jsonargparse there: Python API only).
+# The GPU checks in one run on a lent GPU machine (no jsonargparse there: Python API only).
 #
 #   OUT=/some/dir bash benchmarks/gpu_suite.sh          # on the GPU machine; about 5 minutes, at most 8
 #   SMOKE=1 OUT=/tmp/suite bash benchmarks/gpu_suite.sh # CPU plumbing check of this script (tiny sizes)

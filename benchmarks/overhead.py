@@ -9,7 +9,7 @@ under ``no_grad``, a student forward, the logit-standardized KD loss
 - **C** ``DistillationModule`` under the same ``Trainer`` settings (same logger, same flags).
 
 They run interleaved in one process (several rounds, the order rotated each round) and the medians over rounds
-are reported: ms per step of each, ``C - B`` (what this package adds over Lightning; issue 7's target is at most
+are reported: ms per step of each, ``C - B`` (what this package adds over Lightning; the target is at most
 0.5 ms) and ``B - A`` (what Lightning adds over a plain loop), as medians of the per-round differences and as
 ratios. A step is timed from one batch's start to the next one's (data fetching, hooks and logging included),
 after ``--warmup`` steps, in wall time and in this process's CPU time (robust to other load on a shared

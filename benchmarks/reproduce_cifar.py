@@ -10,7 +10,7 @@ the layout of the mdistiller release's cifar_teachers.tar), or are trained first
 Runs land in ``<output>/cifar100/<method>/<pair>/seed_<S>/`` (config, metrics, checkpoints) with a log beside them;
 a finished run gets ``reproduce.json`` and is skipped when the script is started again, so an interrupted
 reproduction resumes where it stopped (an unfinished run is moved aside to ``seed_<S>.incomplete-<k>`` and started
-over). At the end, ``lightning_kd.tools.summarize`` writes ``<output>/cifar100_summary.md``: mean ± std over the
+over). At the end, ``lightning_kd.apps.summarize`` writes ``<output>/cifar100_summary.md``: mean ± std over the
 seeds of the best and last top-1 of each preset, beside the paper's number.
 
 Examples::
@@ -42,8 +42,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lightning_kd.tools import summarize  # noqa: E402
-from lightning_kd.tools.paper_results import CIFAR_METHODS, CIFAR_PAIRS, CIFAR_TEACHER_STUDENT  # noqa: E402
+from lightning_kd.apps import summarize  # noqa: E402
+from lightning_kd.apps.paper_results import CIFAR_METHODS, CIFAR_PAIRS, CIFAR_TEACHER_STUDENT  # noqa: E402
 
 PAPER_SEEDS = (0, 1, 2, 3)  # the paper reports the mean of 4 runs (official repo issue #12)
 TRAIN_IMAGES = 50_000

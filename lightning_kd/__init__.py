@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from lightning_kd import _moved
+
+_moved.install()  # the old paths of the modules now in lightning_kd.apps (lightning_kd.demo, ...) keep working
+
 if TYPE_CHECKING:
     from lightning_kd.module import ClassificationModule, DistillationModule
 

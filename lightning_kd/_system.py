@@ -1,10 +1,11 @@
-"""Shared machinery of the two LightningModules: the training-step statistics, evaluation steps, optimizer wiring."""
+"""Shared machinery of the two LightningModules: the training-step statistics, evaluation steps, optimizer wiring.
+
+Checkpoint record and loading: :mod:`lightning_kd._checkpointing` (the base class of :class:`ClassifierSystem`).
+"""
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -16,7 +17,7 @@ from torchmetrics import MaxMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
-from lightning_kd._record import init_kwargs_from_record, is_primitive, subclass_init_args
+from lightning_kd._checkpointing import RecordedCheckpoints
 from lightning_kd._train_stats import TrainStepStats
 from lightning_kd._views import apply_views, first_view
 from lightning_kd.contracts import ValidationOutput
@@ -69,14 +70,14 @@ def log_global(module: LightningModule, name: str, value: Tensor, **kwargs: Any)
     module.log(name, value, sync_dist=True, rank_zero_only=True, **kwargs)
 
 
-class ClassifierSystem(LightningModule):
+class ClassifierSystem(RecordedCheckpoints):
     """Base of :class:`ClassificationModule` and :class:`DistillationModule`.
 
     Holds the training-step statistics (device-side sums, see :class:`~lightning_kd._train_stats.TrainStepStats`),
     the torchmetrics accuracies of evaluation (top-1/top-5, logged as fractions), the best-so-far validation top-1,
-    the evaluation steps, the injected optimizer / scheduler factories and the checkpoint record. Subclasses define
-    :attr:`network` (the model being trained and evaluated), :meth:`trainable_parameters` and
-    :meth:`training_terms`.
+    the evaluation steps and the injected optimizer / scheduler factories (the checkpoint record is its base's,
+    :class:`~lightning_kd._checkpointing.RecordedCheckpoints`). Subclasses define :attr:`network` (the model being
+    trained and evaluated), :meth:`trainable_parameters` and :meth:`training_terms`.
 
     With ``cuda_graph=True`` on a CUDA device each training step is one replay of a captured CUDA graph (teacher
     forward, student forward and backward, loss, optimizer update; see :mod:`lightning_kd.cuda_graph`), re-captured
@@ -130,95 +131,6 @@ class ClassifierSystem(LightningModule):
     def training_terms(self, inputs: Any, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """One training step's math: the logits used for training accuracy and the named, weighted loss terms."""
         raise NotImplementedError
-
-    # ------------------------------------------------------------------ loading
-
-    @classmethod
-    def record_objects(cls) -> tuple[str, ...]:
-        """Constructor arguments that are networks (rebuilt from a model name in the record)."""
-        return ()
-
-    @classmethod
-    @override
-    def load_from_checkpoint(  # type: ignore[override]
-        cls,
-        checkpoint_path: str | Path,
-        map_location: Any = None,
-        hparams_file: str | Path | None = None,
-        strict: bool | None = None,
-        weights_only: bool | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """Rebuild a module from a checkpoint of this project: its record gives the constructor arguments.
-
-        Networks given by name, the loss, the optimizer and the scheduler are rebuilt from the checkpoint's
-        primitive record (``student``, ``loss.class_path``, ``loss.kd_weight``, ...). Keyword arguments override
-        the record. A network that was given as a module must be passed again (the error names the argument).
-        A checkpoint saved without its teacher gets the teacher from ``teacher_weights`` (or a given module).
-
-        Args:
-            checkpoint_path: a ``.ckpt`` written by Lightning for this module.
-            map_location: as for :func:`torch.load`; the module is moved to that device when it names one.
-            hparams_file: not supported (the record lives in the checkpoint); must be ``None``.
-            strict: strict state-dict loading (default: the module's ``strict_loading``).
-            weights_only: as for :func:`torch.load`; default ``True`` (this project's checkpoints hold tensors and
-                primitives only).
-            **kwargs: constructor arguments that replace the record's.
-
-        Raises:
-            ValueError: a network given as a module is not passed; ``hparams_file`` is given.
-        """
-        if hparams_file is not None:
-            raise ValueError(
-                f"hparams_file={hparams_file!r} is not supported: the checkpoint's own record rebuilds the module; "
-                "pass changed constructor arguments as keyword arguments instead."
-            )
-        checkpoint = torch.load(
-            checkpoint_path, map_location=map_location or "cpu", weights_only=weights_only is not False
-        )
-        record = checkpoint.get("hyper_parameters", {})
-        module = cls(**init_kwargs_from_record(cls, record, kwargs, cls.record_objects()))
-        module.on_load_checkpoint(checkpoint)
-        module.load_state_dict(checkpoint["state_dict"], strict=module.strict_loading if strict is None else strict)
-        if isinstance(map_location, (str, torch.device)):
-            module.to(map_location)
-        return module
-
-    def _save_record(self, record: dict[str, Any], base_init: Any, frame: Any) -> None:
-        """Save the complete primitive record once: ``hparams`` == ``hparams_initial`` == what loggers receive.
-
-        Primitive constructor arguments a subclass adds (read from the ``__init__`` frames above ``frame``) join it,
-        so ``load_from_checkpoint`` passes them back.
-        """
-        known = set(inspect.signature(base_init).parameters) | set(record)
-        extras = subclass_init_args(self, frame, known)
-        bad = {k: type(v).__name__ for k, v in record.items() if not is_primitive(v)}
-        if bad:  # a programming error of this package, not user input
-            raise TypeError(f"The hyperparameter record must hold primitives only, got {bad}.")
-        self.save_hyperparameters({**extras, **record})
-
-    def optional_state_prefixes(self, state_dict: Mapping[str, Any]) -> tuple[str, ...]:
-        """Prefixes of state a checkpoint may lack: the best-so-far tracker (not saved by older checkpoints)."""
-        return ("val_acc1_best.",)
-
-    @override
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        """Load a state dict; state named by :meth:`optional_state_prefixes` may be missing.
-
-        Raises:
-            RuntimeError: with ``strict=True``, naming every other missing key and every unexpected key.
-        """
-        optional = self.optional_state_prefixes(state_dict)
-        result = super().load_state_dict(state_dict, strict=False, assign=assign)
-        missing = [k for k in result.missing_keys if not k.startswith(optional)]
-        unexpected = list(result.unexpected_keys)
-        if strict and (missing or unexpected):
-            raise RuntimeError(
-                f"Error loading the state dict into {type(self).__name__}: missing keys {missing}, unexpected keys "
-                f"{unexpected}. The checkpoint was saved from a different network/loss configuration."
-            )
-        # the same result type torch returns (a named tuple), built from its public class, not its private name
-        return type(result)(missing, unexpected)
 
     # ------------------------------------------------------------------ training
 

@@ -1,6 +1,6 @@
 """The ``lightning-kd`` command line.
 
-``fit``, ``validate``, ``test`` and ``predict`` run :class:`~lightning_kd._cli_app.KDLightningCLI` (a LightningCLI
+``fit``, ``validate``, ``test`` and ``predict`` run :class:`~lightning_kd.apps.cli_app.KDLightningCLI` (a LightningCLI
 whose model and data are chosen by ``class_path`` in YAML configs); ``export-student`` and ``summarize`` are small
 tools dispatched here, before any Lightning parser is built.
 
@@ -31,10 +31,10 @@ TRAINER_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 #: subcommands handled by plain tools: name -> (module, one-line description); each module has ``main(argv) -> int``
 TOOLS = {
     "export-student": (
-        "lightning_kd.export",
+        "lightning_kd.apps.export",
         "write a checkpoint's student alone (state dict or .safetensors) with a JSON description",
     ),
-    "summarize": ("lightning_kd.tools.summarize", "mean ± std of best/last top-1 over the logged metrics of runs"),
+    "summarize": ("lightning_kd.apps.summarize", "mean ± std of best/last top-1 over the logged metrics of runs"),
 }
 
 DESCRIPTION = """\
@@ -83,7 +83,7 @@ def main(args: Sequence[str] | None = None) -> int:
             return _tool(argv[0])(argv[1:])
         if argv[0] in TRAINER_SUBCOMMANDS:
             check_before_setup(argv[1:])
-        from lightning_kd._cli_app import run_cli
+        from lightning_kd.apps.cli_app import run_cli
 
         if args is None:
             sys.argv[1:] = argv  # without --debug; Lightning reads sys.argv itself when not given `args`
@@ -264,7 +264,7 @@ def _tool(name: str) -> Callable[[list[str]], int]:
 def __getattr__(name: str) -> Any:
     # `from lightning_kd.cli import KDLightningCLI` keeps working without importing Lightning for every command
     if name == "KDLightningCLI":
-        from lightning_kd._cli_app import KDLightningCLI
+        from lightning_kd.apps.cli_app import KDLightningCLI
 
         return KDLightningCLI
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

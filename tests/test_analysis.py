@@ -1,4 +1,4 @@
-"""lightning_kd.analysis: the helpers behind the notebooks, on fixed inputs."""
+"""lightning_kd.apps.analysis: the helpers behind the notebooks, on fixed inputs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_kd.analysis import collect_logits, epoch_metrics, std_correlation
+from lightning_kd.apps.analysis import collect_logits, epoch_metrics, std_correlation
 from tests.helpers.tiny import TinyNet
 
 

@@ -17,8 +17,8 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from lightning_kd import DistillationModule
-from lightning_kd._cli_app import KDLightningCLI, run_cli
-from lightning_kd._model_from_checkpoint import model_config_from_record
+from lightning_kd.apps.cli_app import KDLightningCLI, run_cli
+from lightning_kd.apps.model_from_checkpoint import model_config_from_record
 from lightning_kd.callbacks import RunProgressBar
 from lightning_kd.cli import DEBUG_ENV, TOOLS, TRAINER_SUBCOMMANDS, main, top_level_help
 from lightning_kd.data import DigitsDataModule
@@ -178,7 +178,7 @@ def test_lightning_still_merges_checkpoint_settings_through_the_overridden_metho
     """The one private Lightning API we override: fail loudly when an upgrade renames or stops calling it."""
     assert "self._parse_ckpt_path()" in inspect.getsource(LightningCLI.__init__), (
         "LightningCLI no longer calls _parse_ckpt_path: check how it merges checkpoint hyperparameters now and "
-        "move the override in lightning_kd/_cli_app.py accordingly."
+        "move the override in lightning_kd/apps/cli_app.py accordingly."
     )
     assert "hyper_parameters" in inspect.getsource(LightningCLI._parse_ckpt_path)
     assert KDLightningCLI._parse_ckpt_path is not LightningCLI._parse_ckpt_path
@@ -345,9 +345,9 @@ def test_console_script_exits_2_with_one_line_on_a_project_error():
 
 def test_summarize_is_dispatched_to_its_tool(capsys):
     try:
-        from lightning_kd.tools import summarize
+        from lightning_kd.apps import summarize
     except ImportError as err:  # written by another change; fail clearly rather than skip
-        pytest.fail(f"`lightning-kd summarize` needs lightning_kd/tools/summarize.py with main(argv) -> int: {err}")
+        pytest.fail(f"`lightning-kd summarize` needs lightning_kd/apps/summarize.py with main(argv) -> int: {err}")
     assert callable(summarize.main)
     with pytest.raises(SystemExit) as exit_info:
         main(["summarize", "--help"])

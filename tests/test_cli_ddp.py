@@ -1,4 +1,4 @@
-"""The real ``lightning-kd fit`` with the DDP overlay on 2 CPU processes (issue 15, item 2).
+"""The real ``lightning-kd fit`` with the DDP overlay on 2 CPU processes.
 
 Runs ``python -m lightning_kd fit --config configs/demo/kd_ls.yaml --config configs/strategy/ddp.yaml
 --trainer.devices 2`` as a subprocess (Lightning re-executes the command for the second rank), shrunk to a few

@@ -1,4 +1,4 @@
-"""Evaluation under DDP counts every sample once: 2 gloo processes log what one process logs (issue 15).
+"""Evaluation under DDP counts every sample once: 2 gloo processes log what one process logs.
 
 An odd validation split (361 digits: 181 + 180 per process, neither a multiple of the batch of 48) is evaluated by
 ``fit``, ``validate`` and ``test`` on 2 CPU processes (``tests/helpers/ddp_eval.py``) and by one process here.

@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lightning_kd.demo import (
+from lightning_kd.apps.demo import (
     TEACHER_CHECKPOINT,
-    epoch_line,
     main,
     markdown_table,
     publish_teacher,
     read_accuracies,
     run_demo,
 )
+from lightning_kd.callbacks.epoch_line import epoch_line
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,7 +70,7 @@ def test_demo_configs_show_progress_and_read_the_demo_teacher():
     for run in ("teacher", "student", "kd", "kd_ls"):
         config = yaml.safe_load((REPO / "configs" / "demo" / f"{run}.yaml").read_text())
         callbacks = [c["class_path"] for c in config["trainer"]["callbacks"]]
-        assert "lightning_kd.demo.EpochLine" in callbacks, run
+        assert "lightning_kd.callbacks.EpochLine" in callbacks, run
         if run.startswith("kd"):
             assert config["model"]["init_args"]["teacher_weights"] == str(TEACHER_CHECKPOINT)
 

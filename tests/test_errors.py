@@ -1,6 +1,6 @@
 """Bad input gets one clear error (what is wrong, what to do), raised before any training step where possible.
 
-The list of issue 9 and where each case is tested:
+The bad inputs a user can give and where each case is tested:
 
 * unknown model name, closest names suggested: here;
 * ``num_classes`` disagreeing between data, student and teacher: here;

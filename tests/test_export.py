@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightning_kd.apps.export import export_student
 from lightning_kd.cli import main
 from lightning_kd.data import DigitsDataModule
-from lightning_kd.export import export_student
 from lightning_kd.models import create_model
 from lightning_kd.models.checkpoint import CheckpointFormatError
 

@@ -209,7 +209,7 @@ def test_a_teacher_with_empty_sharded_parameters_is_not_folded():
     assert module.teacher_network() is module.teacher
 
 
-# --- hooks on the teacher (issue 15) ------------------------------------------------------------------------
+# --- hooks on the teacher ----------------------------------------------------------------------------------
 
 
 class _Features:

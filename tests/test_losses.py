@@ -9,7 +9,7 @@ import torch
 from lightning_kd.losses import KD, DistillationLoss, kd_divergence, standardize_logits
 
 
-# --- an independent float64 NumPy implementation of method.md §1 -------------------------------------------
+# --- an independent float64 NumPy implementation of docs/sources.md §1 -------------------------------------------
 def _np_zscore(x: np.ndarray) -> np.ndarray:
     return (x - x.mean(axis=-1, keepdims=True)) / (x.std(axis=-1, ddof=1, keepdims=True) + 1e-7)
 
@@ -57,7 +57,7 @@ def test_kd_matches_reference_formula(standardize, temperature, batch, classes):
     [(2.0, 0.1515, 0.1428, 0.1516), (4.0, 0.1602, 0.1334, 0.1434), (1.0, 0.1234, 0.1481, 0.1556)],
 )
 def test_paper_toy_case(tau, plain_g, plain_w, z_w):
-    """method.md §6: plain KD prefers a wrong-argmax student W over a scaled copy G at tau 2 and 4; LS does not."""
+    """docs/sources.md §6: plain KD prefers a wrong-argmax student W to a scaled copy G at tau 2 and 4; LS does not."""
     t = torch.tensor([[3.0, 2.0, 1.0]])
     good, wrong = 0.3 * t, torch.tensor([[2.4, 2.6, 1.0]])
     assert kd_divergence(good, t, tau).item() == pytest.approx(plain_g, abs=1e-4)

@@ -1,6 +1,6 @@
 """DKD, MLKD and CTKD against an independent float64 NumPy implementation of the reference formulas.
 
-The NumPy functions below follow the reference code's arithmetic literally (method.md §2.2-2.4): DKD's summed
+The NumPy functions below follow the reference code's arithmetic literally (docs/sources.md §2.2-2.4): DKD's summed
 binary probabilities and its ``-1000`` target mask, MLKD's ``np.percentile`` masks reduced to scalars before
 masking and its weak-view slip, CTKD's ``CosineDecay`` and sigmoid temperature. The library computes the same
 quantities differently (log-space, exact class removal, ``torch.quantile``), so agreement is a real check.
@@ -39,7 +39,7 @@ from lightning_kd.losses import (
 from tests.helpers.tiny import TinyNet, separable_loaders
 
 
-# --- an independent float64 NumPy implementation of method.md §2 ---------------------------------------------
+# --- an independent float64 NumPy implementation of docs/sources.md §2 ---------------------------------------------
 def _np_zscore(x: np.ndarray) -> np.ndarray:
     return (x - x.mean(axis=-1, keepdims=True)) / (x.std(axis=-1, ddof=1, keepdims=True) + 1e-7)
 

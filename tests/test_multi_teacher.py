@@ -209,7 +209,7 @@ def test_two_teachers_under_ddp_log_what_one_process_logs(tmp_path):
 
 
 def test_cli_fits_two_teachers_from_a_list_and_records_them(tmp_path):
-    from lightning_kd._cli_app import run_cli
+    from lightning_kd.apps.cli_app import run_cli
 
     paths = []
     for i, name in enumerate(("resnet8", "resnet20")):

@@ -59,7 +59,7 @@ def test_notebook_is_committed_stripped_and_defines_no_library_code(path):
             continue
         assert cell.outputs == [], f"{path.name}: outputs must be stripped before committing"
         assert cell.execution_count is None, f"{path.name}: execution counts must be stripped"
-        # helpers belong in the package (lightning_kd.analysis, ...), not in a notebook
+        # helpers belong in the package (lightning_kd.apps.analysis, ...), not in a notebook
         defined = [n.name for n in ast.walk(ast.parse(cell.source)) if isinstance(n, ast.FunctionDef | ast.ClassDef)]
         assert not defined, f"{path.name} defines {defined}: move them into lightning_kd"
 

@@ -1,6 +1,6 @@
 """The paper's presets (configs/cifar100/<method>/<pair>.yaml, configs/imagenet/<pair>/<method>.yaml).
 
-Each preset's key values are compared with a table typed here from ../shared/reference/method.md §2.6, §3 and §5,
+Each preset's key values are compared with a table typed here from docs/sources.md §2.6, §3 and §5,
 independently of tools/make_presets.py (which writes the files); then every preset is parsed and instantiated by
 the CLI's own parser: models built (teacher weights from a reference-format checkpoint of the right architecture),
 loss built with the file's values and run once, data module pointed at fake data.
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 METHODS = ("kd", "kd_ls", "dkd", "dkd_ls", "mlkd", "mlkd_ls", "ctkd", "ctkd_ls")
 
-# method.md §2.6 per-pair table. Columns: LR; KD+Ours (tau, KD_w); DKD baseline beta (DKD paper / yaml BETA; for the
+# docs/sources.md §2.6 per-pair table. Columns: LR; KD+Ours (tau, KD_w); DKD baseline beta (DKD paper / yaml BETA; the
 # 5 pairs without a dkd yaml: the BETA of the DKD+Ours log name, our choice); DKD+Ours (tau, alpha, beta) after the
 # reference multiplies alpha 1 and BETA by kd_weight; MLKD (epochs, LR); MLKD+Ours (tau, KD_w) (res56->res20 and
 # wrn40_2->MN-V2 have no log: 2 / 9 chosen).
@@ -47,7 +47,7 @@ PAIR_TABLE = {
     "vgg13_MobileNetV2": (0.01, (3, 9), 6, (3, 9, 18), (480, 0.01), (2, 6)),
     "ResNet50_MobileNetV2": (0.01, (3, 1), 8, (2, 15, 30), (480, 0.01), (2, 9)),
 }
-# method.md §5, columns KD, KD+Ours, CTKD, CTKD+Ours, DKD, DKD+Ours, MLKD, MLKD+Ours.
+# docs/sources.md §5, columns KD, KD+Ours, CTKD, CTKD+Ours, DKD, DKD+Ours, MLKD, MLKD+Ours.
 PAPER = {
     "resnet32x4_resnet8x4": (73.33, 76.62, 73.39, 76.67, 76.32, 77.01, 77.08, 78.28),
     "vgg13_vgg8": (72.98, 74.36, 73.52, 74.47, 74.68, 74.81, 75.18, 75.22),
@@ -74,7 +74,7 @@ def _split(pair: str) -> tuple[str, str]:
 
 
 def cifar_expectation(method: str, pair: str) -> tuple[str, dict, int, float]:
-    """(loss class, loss init_args, epochs, LR) that method.md gives for a CIFAR preset."""
+    """(loss class, loss init_args, epochs, LR) that docs/sources.md gives for a CIFAR preset."""
     lr, (kd_t, kd_w), dkd_beta, (dkd_t, dkd_a, dkd_b), (mlkd_epochs, mlkd_lr), (mlkd_t, mlkd_w) = PAIR_TABLE[pair]
     mlkd_quirks = {"scalar_masks": True, "weak_logits_in_strong_terms": True}
     ctkd = {"t_end": 20.0, "lambda_max": 0.0, "lambda_min": -1.0, "decay_epochs": 10, "ce_weight": 0.1}
@@ -254,7 +254,8 @@ def test_imagenet_preset_values_match_the_reference(pair, method):
     assert (init["teacher"], init["teacher_weights"], init["student"]) == (teacher, teacher_weights, student)
     loss_class, loss_args = IMAGENET_LOSSES[(pair, method)]
     assert init["loss"] == {"class_path": f"lightning_kd.losses.{loss_class}", "init_args": loss_args}
-    # method.md §2.6: batch 512, 100 epochs, LR 0.2, decay 30/60/90, wd 1e-4, momentum 0.9, 32 workers, test batch 128
+    # docs/sources.md §2.6: batch 512, 100 epochs, LR 0.2, decay 30/60/90, wd 1e-4, momentum 0.9, 32 workers, test
+    # batch 128
     assert config["trainer"]["max_epochs"] == 100
     assert init["optimizer"]["init_args"] == {"lr": 0.2, "momentum": 0.9, "weight_decay": 0.0001}
     assert init["lr_scheduler"]["init_args"] == {"milestones": [30, 60, 90], "gamma": 0.1}

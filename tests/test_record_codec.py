@@ -13,7 +13,6 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 import lightning_kd
 from lightning_kd import ClassificationModule, DistillationModule
-from lightning_kd._model_from_checkpoint import model_config_from_record
 from lightning_kd._record import (
     DATA_RECORD_KEY,
     describe_factory,
@@ -22,6 +21,7 @@ from lightning_kd._record import (
     record_shape,
     subclass_init_args,
 )
+from lightning_kd.apps.model_from_checkpoint import model_config_from_record
 from lightning_kd.losses import CTKD, DKD, KD, MLKD
 from tests.helpers.tiny import TinyNet, separable_loaders
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_kd.run_folders import find_run_folder, latest_run, next_stage_folder, update_latest
+from lightning_kd.apps.run_folders import find_run_folder, latest_run, next_stage_folder, update_latest
 
 
 def _run(root: Path, name: str) -> Path:

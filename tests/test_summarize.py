@@ -1,4 +1,4 @@
-"""The multi-seed summary (lightning_kd.tools.summarize) and the GPU reproduction script (benchmarks/)."""
+"""The multi-seed summary (lightning_kd.apps.summarize) and the GPU reproduction script (benchmarks/)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import pytest
 import torch
 import yaml
 
+from lightning_kd.apps import summarize
+from lightning_kd.apps.paper_results import CIFAR_METHODS, CIFAR_PAIRS, PAPER_TOP1
 from lightning_kd.cli import main as cli_main
 from lightning_kd.models import create_model
-from lightning_kd.tools import summarize
-from lightning_kd.tools.paper_results import CIFAR_METHODS, CIFAR_PAIRS, PAPER_TOP1
 
 REPO = Path(__file__).resolve().parents[1]
 HEADER = "epoch,lr-SGD,step,train/acc1,train/loss_epoch,val/acc1,val/acc1_best,val/acc5,val/loss"
@@ -159,7 +159,7 @@ def test_output_file_and_module_entry_point(tmp_path):
     write_run(tmp_path / "runs" / "g" / "version_0", [0.72, 0.73])
     out = tmp_path / "table.md"
     result = subprocess.run(
-        [sys.executable, "-m", "lightning_kd.tools.summarize", str(tmp_path / "runs"), "--output", str(out)],
+        [sys.executable, "-m", "lightning_kd.apps.summarize", str(tmp_path / "runs"), "--output", str(out)],
         capture_output=True,
         text=True,
         cwd=REPO,

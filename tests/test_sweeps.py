@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
+from lightning_kd.apps.sweep import KD_WEIGHTS, TEMPERATURES, GridPoint, PointResult, grid, main, markdown_table
 from lightning_kd.cli import KDLightningCLI
 from lightning_kd.models import create_model
-from lightning_kd.sweep import KD_WEIGHTS, TEMPERATURES, GridPoint, PointResult, grid, main, markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP_YAML = REPO / "configs" / "sweeps" / "ls_grid.yaml"

@@ -1,4 +1,4 @@
-"""No host synchronisation in a training step (issue 7, part 2).
+"""No host synchronisation in a training step.
 
 On a CUDA device, training steps run under ``torch.cuda.set_sync_debug_mode("error")``: any ``.item()``,
 ``torch.unique``, device-to-host copy or value-dependent branch in the step raises. On the CPU, where there is

@@ -141,7 +141,7 @@ def test_python_module_run_records_config_metrics_and_student_only_artifact(offl
     assert Path(trainer.checkpoint_callback.dirpath) == offline_wandb / "run" / "version_0" / "checkpoints"
     run = _finish_and_read(offline_wandb)
 
-    # the whole hyperparameter record, loss settings included (issue 8: `kd_weight` was missing)
+    # the whole hyperparameter record, loss settings included (`kd_weight` was once missing)
     assert run.config["loss.kd_weight"] == 9.0
     assert run.config["loss.temperature"] == 2.0
     assert run.config["loss.standardize"] is True

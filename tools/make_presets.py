@@ -1,7 +1,7 @@
 """Generate the paper's presets: ``configs/cifar100/<method>/<pair>.yaml``, ``configs/imagenet/<pair>/<method>.yaml``.
 
 Every value of the 8 methods x 14 CIFAR-100 pairs and 4 methods x 2 ImageNet pairs lives in the tables below, each
-with the place it comes from in ``../shared/reference/method.md`` (the spec of the official code); this script
+with the place it comes from (the sections of ``docs/sources.md``); this script
 writes complete, commented YAML files from them, so the 120 files stay consistent. Rerun it after changing a table
 and commit the files it writes::
 
@@ -25,20 +25,20 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the paper's numbers come from the package, also when it is not installed
 
-from lightning_kd.tools.paper_results import CIFAR_METHODS, CIFAR_PAIRS, PAPER_TOP1  # noqa: E402
+from lightning_kd.apps.paper_results import CIFAR_METHODS, CIFAR_PAIRS, PAPER_TOP1  # noqa: E402
 
 CONFIGS = REPO / "configs"
 WRAP = 116  # comment width: the files keep to the project's 120 columns
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Tables (method.md section numbers in the notes)
+# Tables (docs/sources.md section numbers in the notes)
 # --------------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class CifarPair:
-    """Everything that varies per CIFAR-100 teacher -> student pair (method.md §2.6).
+    """Everything that varies per CIFAR-100 teacher -> student pair (docs/sources.md §2.6).
 
     Attributes:
         teacher, student: Reference model names.
@@ -76,11 +76,11 @@ class CifarPair:
 LOW_LR_STUDENTS = frozenset({"MobileNetV2", "ShuffleV1", "ShuffleV2"})
 _YAML_BETA = "DKD.BETA of the reference dkd yaml (DKD paper)"
 _NO_DKD_YAML = (
-    "no reference dkd yaml for this pair (method.md §2.6); chosen: the BETA of the DKD+Ours log name, "
+    "no reference dkd yaml for this pair (docs/sources.md §2.6); chosen: the BETA of the DKD+Ours log name, "
     "the authors' beta for this pair"
 )
 _MLKD_LOG = "MLKD+Ours log name"
-_MLKD_NO_LOG = "no MLKD+Ours log for this pair (method.md §2.6); chosen: 2 / 9, the repo defaults with --logit-stand"
+_MLKD_NO_LOG = "no MLKD+Ours log for this pair (docs/sources.md §2.6); chosen: 2 / 9, the defaults of --logit-stand"
 
 PAIRS: tuple[CifarPair, ...] = (
     CifarPair("resnet32x4", "resnet8x4", (2, 9), 8, _YAML_BETA, (2, 9, 8), (2, 9), _MLKD_LOG, 480, 0.025),
@@ -185,7 +185,7 @@ def trainer(group: str, name: str, epochs: Note, *, callbacks: list[Tree]) -> Tr
         "devices": Note(1, "one device, as the reference (global batch = data.batch_size)"),
         "max_epochs": epochs,
         "precision": Note("32-true", "fp32 as the reference; bf16-mixed is faster on recent GPUs"),
-        "benchmark": Note(True, "cuDNN autotuning, as the reference sets it (method.md §3): the input shape is fixed"),
+        "benchmark": Note(True, "cuDNN autotuning, as the reference (docs/sources.md §3): the input shape is fixed"),
         "default_root_dir": f"runs/{group}/{name}",
         "logger": {
             "class_path": "lightning.pytorch.loggers.CSVLogger",
@@ -194,7 +194,8 @@ def trainer(group: str, name: str, epochs: Note, *, callbacks: list[Tree]) -> Tr
         "callbacks": Note(
             callbacks,
             "dirpath unset: checkpoints go to the run folder; the reference reports the best epoch's top-1 "
-            "(method.md §3), so best.ckpt is kept beside last.ckpt; RandomStateCheckpoint stores the random states "
+            "(docs/sources.md §3), so best.ckpt is kept beside last.ckpt; RandomStateCheckpoint stores the random "
+            "states "
             "in them, so a run resumed from last.ckpt continues the same random stream",
         ),
     }
@@ -251,14 +252,14 @@ class CifarRecipe:
     """What a method sets in a CIFAR preset: its loss block, and its epochs and LR where they differ (MLKD)."""
 
     loss: Tree
-    epochs: Note = Note(240, "reference CIFAR recipe: 240 epochs (method.md §3)")
+    epochs: Note = Note(240, "reference CIFAR recipe: 240 epochs (docs/sources.md §3)")
     lr: Note | None = None  # None: the pair's reference LR
     two_views: bool = False
 
 
 def _kd(pair: CifarPair) -> CifarRecipe:
     why = (
-        "classic KD baseline of the paper's KD column (CRD paper): T 4, CE 0.1, KD 0.9 (method.md §2.1, §8.3); "
+        "classic KD baseline of the paper's KD column (CRD paper): T 4, CE 0.1, KD 0.9 (docs/sources.md §2.1, §8.3); "
         "the official repo's cfg defaults (T 2, KD 9) are not this baseline"
     )
     return CifarRecipe(
@@ -275,8 +276,8 @@ def _kd_ls(pair: CifarPair) -> CifarRecipe:
         loss(
             "KD",
             {
-                "temperature": Note(float(tau), why + " (method.md §2.6)"),
-                "ce_weight": Note(0.1, "CE weight is not changed by --logit-stand (method.md §1.4)"),
+                "temperature": Note(float(tau), why + " (docs/sources.md §2.6)"),
+                "ce_weight": Note(0.1, "CE weight is not changed by --logit-stand (docs/sources.md §1.4)"),
                 "kd_weight": float(weight),
                 "standardize": True,
             },
@@ -304,7 +305,7 @@ def _dkd_ls(pair: CifarPair) -> CifarRecipe:
     tau, kd_weight, beta = pair.dkd_ls
     why = (
         f"README log name dkd,{pair.teacher},{pair.student},{tau:g},{kd_weight:g},{beta:g}: the reference multiplies "
-        f"alpha 1 and BETA {beta:g} by kd_weight {kd_weight:g} (method.md §1.4, §2.6)"
+        f"alpha 1 and BETA {beta:g} by kd_weight {kd_weight:g} (docs/sources.md §1.4, §2.6)"
     )
     return CifarRecipe(
         loss(
@@ -324,13 +325,13 @@ def _dkd_ls(pair: CifarPair) -> CifarRecipe:
 def _mlkd_epochs(pair: CifarPair) -> Note:
     return Note(
         pair.mlkd_epochs,
-        f"the reference mlkd yaml's {pair.mlkd_epochs} epochs (method.md §2.6); the LR decay stays at "
+        f"the reference mlkd yaml's {pair.mlkd_epochs} epochs (docs/sources.md §2.6); the LR decay stays at "
         "150/180/210, so most epochs run at LR x 1e-3, as in the reference logs",
     )
 
 
 def _mlkd_lr(pair: CifarPair) -> Note:
-    return Note(pair.mlkd_lr, "the reference mlkd yaml's own LR (method.md §2.6 MLKD table)")
+    return Note(pair.mlkd_lr, "the reference mlkd yaml's own LR (docs/sources.md §2.6 MLKD table)")
 
 
 def _mlkd_quirks() -> Tree:
@@ -338,17 +339,17 @@ def _mlkd_quirks() -> Tree:
         "scalar_masks": Note(
             True,
             "as the reference: its confidence masks act as scalar factors (about 0.5), no per-sample masking "
-            "(method.md §2.3)",
+            "(docs/sources.md §2.3)",
         ),
         "weak_logits_in_strong_terms": Note(
-            True, "as the reference: its strong-branch T=2 and T=6 terms use the weak-view logits (method.md §2.3)"
+            True, "as the reference: its strong-branch T=2 and T=6 terms use weak-view logits (docs/sources.md §2.3)"
         ),
     }
 
 
 def _mlkd(pair: CifarPair) -> CifarRecipe:
     why = (
-        "MLKD baseline: upstream MLKD's T0 4, CE 0.1, KD 0.9 (method.md §2.3); chosen: the same epochs and LR as "
+        "MLKD baseline: upstream MLKD's T0 4, CE 0.1, KD 0.9 (docs/sources.md §2.3); chosen: the same epochs and LR as "
         "MLKD+Ours below (the official repo's mlkd yaml), so the two presets differ only in the loss"
     )
     return CifarRecipe(
@@ -391,7 +392,7 @@ def _mlkd_ls(pair: CifarPair) -> CifarRecipe:
 
 
 _CTKD_SCHEDULE = (
-    "CTKD script values: lambda of the gradient reversal goes 0 -> -1 over 10 epochs (cosine), method.md §2.4"
+    "CTKD script values: lambda of the gradient reversal goes 0 -> -1 over 10 epochs (cosine), docs/sources.md §2.4"
 )
 
 
@@ -421,18 +422,18 @@ def _ctkd_ls(pair: CifarPair) -> CifarRecipe:
                 "t_start": Note(
                     2.0,
                     "not determinable: the script says t_start 1, t_end 20, but every CTKD+Ours log shows the learned "
-                    "T settling at 2.00-2.03, i.e. at a floor t_start of about 2 (method.md §2.4). Chosen: t_start 2 "
-                    "(the logs), t_end 20 (the script; only the first epochs see it)",
+                    "T settling at 2.00-2.03, i.e. a floor t_start of about 2 (docs/sources.md §2.4). Chosen: "
+                    "t_start 2 (the logs), t_end 20 (the script; only the first epochs see it)",
                 ),
                 "t_end": 20.0,
                 "lambda_max": Note(0.0, _CTKD_SCHEDULE),
                 "lambda_min": -1.0,
                 "decay_epochs": 10,
-                "ce_weight": Note(0.1, "CTKD+Ours script: -r 0.1 -a 9 -b 0 (method.md §2.4)"),
+                "ce_weight": Note(0.1, "CTKD+Ours script: -r 0.1 -a 9 -b 0 (docs/sources.md §2.4)"),
                 "kd_weight": 9.0,
                 "standardize": Note(
                     True,
-                    "z-score KL, as the shipped script runs (its --logit_stand flag is inverted, CTKD issue #15)",
+                    "z-score KL, as the shipped script runs (its --logit_stand flag is inverted, official issue #15)",
                 ),
             },
         )
@@ -454,8 +455,8 @@ assert set(CIFAR_RECIPES) == set(CIFAR_METHODS)
 
 def _lr_note(pair: CifarPair) -> Note:
     if pair.student in LOW_LR_STUDENTS:
-        return Note(pair.lr, f"0.01 for a {pair.student} student (reference yamls, method.md §2.6 and §3)")
-    return Note(pair.lr, "reference CIFAR LR (method.md §3)")
+        return Note(pair.lr, f"0.01 for a {pair.student} student (reference yamls, docs/sources.md §2.6 and §3)")
+    return Note(pair.lr, "reference CIFAR LR (docs/sources.md §3)")
 
 
 FOLD_NOTE = (
@@ -472,17 +473,17 @@ def cifar_preset(method: str, pair: CifarPair) -> tuple[Path, str]:
         "data_dir": Note("data", "the folder that holds (or will hold) cifar-100-python/"),
         "download": True,
         "verify_checksums": True,
-        "batch_size": Note(64, "reference batch (method.md §3)"),
+        "batch_size": Note(64, "reference batch (docs/sources.md §3)"),
         "num_workers": 2,
         "drop_last": False,
     }
     if recipe.two_views:
-        data_args["two_views"] = Note(True, "MLKD trains on (weak, strong) views of each image (method.md §3)")
+        data_args["two_views"] = Note(True, "MLKD trains on (weak, strong) views of each image (docs/sources.md §3)")
     header = "\n".join(
         [
             f"CIFAR-100, {TITLES[method]}: {pair.teacher} -> {pair.student}.",
             f"Paper's top-1: {paper.top1:.2f}% ({paper.source}, best epoch).",
-            "Generated by tools/make_presets.py from method.md (the official code's spec): edit the tables there.",
+            "Generated by tools/make_presets.py from its tables (sources: docs/sources.md): edit the tables there.",
             "Teacher weights: the published CRD/mdistiller teachers (docs/reproduction.md says how to get them).",
             f"  lightning-kd fit --config configs/cifar100/{method}/{pair.name}.yaml --seed_everything 0",
         ]
@@ -497,7 +498,7 @@ def cifar_preset(method: str, pair: CifarPair) -> tuple[Path, str]:
                 "teacher": pair.teacher,
                 "teacher_weights": Note(
                     f"download_ckpts/cifar_teachers/{pair.teacher}_vanilla/ckpt_epoch_240.pth",
-                    "the reference teacher layout (method.md §4): cifar_teachers.tar untarred into download_ckpts/",
+                    "the reference teacher layout (docs/sources.md §4): cifar_teachers.tar untarred in download_ckpts/",
                 ),
                 "save_teacher": False,
                 "fold_teacher_bn": Note(True, FOLD_NOTE),
@@ -505,9 +506,9 @@ def cifar_preset(method: str, pair: CifarPair) -> tuple[Path, str]:
                 "optimizer": sgd(
                     recipe.lr if recipe.lr is not None else _lr_note(pair),
                     0.0005,
-                    "SGD momentum 0.9, weight decay 5e-4 on the student (method.md §3)",
+                    "SGD momentum 0.9, weight decay 5e-4 on the student (docs/sources.md §3)",
                 ),
-                "lr_scheduler": multistep([150, 180, 210], "x0.1 after epochs 150, 180, 210 (method.md §3)"),
+                "lr_scheduler": multistep([150, 180, 210], "x0.1 after epochs 150, 180, 210 (docs/sources.md §3)"),
             },
         },
         "data": {"class_path": "lightning_kd.data.CIFAR100DataModule", "init_args": data_args},
@@ -522,7 +523,7 @@ def cifar_preset(method: str, pair: CifarPair) -> tuple[Path, str]:
 
 @dataclass(frozen=True)
 class ImageNetPair:
-    """An ImageNet pair (method.md §2.6 ImageNet table, §3)."""
+    """An ImageNet pair (docs/sources.md §2.6 ImageNet table, §3)."""
 
     name: str
     reference_dir: str  # the pair's folder in the official repo's configs/imagenet/
@@ -548,7 +549,7 @@ IMAGENET_PAIRS: tuple[ImageNetPair, ...] = (
             "ce_weight": Note(
                 0.5,
                 "upstream mdistiller's 0.5, which gave the reported 71.03; the official repo's r34_r18/kd.yaml "
-                "changed it to 1.0 for its KD+Ours run (method.md §2.6)",
+                "changed it to 1.0 for its KD+Ours run (docs/sources.md §2.6)",
             ),
             "kd_weight": 0.5,
         },
@@ -561,9 +562,9 @@ IMAGENET_PAIRS: tuple[ImageNetPair, ...] = (
         teacher="torchvision/resnet50",
         teacher_weights="torchvision:ResNet50_Weights.IMAGENET1K_V1",
         student="MobileNetV1",
-        title='ResNet-50 -> MobileNetV1 (the reference code\'s ImageNet "MobileNetV2", method.md §3)',
+        title='ResNet-50 -> MobileNetV1 (the reference code\'s ImageNet "MobileNetV2", docs/sources.md §3)',
         kd={
-            "temperature": Note(1.0, "the reference r50_mv2/kd.yaml (method.md §2.6)"),
+            "temperature": Note(1.0, "the reference r50_mv2/kd.yaml (docs/sources.md §2.6)"),
             "ce_weight": 0.5,
             "kd_weight": 0.5,
         },
@@ -578,7 +579,7 @@ def _imagenet_kd(pair: ImageNetPair) -> Tree:
 
 
 def _imagenet_kd_ls(pair: ImageNetPair) -> Tree:
-    why = "the README's ImageNet command (issue #9): kd.yaml --logit-stand --base-temp 2 --kd-weight 9 (method.md §2.6)"
+    why = "the official README's ImageNet command: --logit-stand --base-temp 2 --kd-weight 9 (docs/sources.md §2.6)"
     if pair.name != "r34_r18":
         why = "not published for this pair; chosen: the README's ImageNet command --base-temp 2 --kd-weight 9"
     return loss(
@@ -600,7 +601,7 @@ def _imagenet_dkd(pair: ImageNetPair) -> Tree:
     return loss(
         "DKD",
         {
-            "alpha": Note(1.0, _dkd_reference(pair) + " (method.md §2.6)"),
+            "alpha": Note(1.0, _dkd_reference(pair) + " (docs/sources.md §2.6)"),
             "beta": pair.dkd_beta,
             "temperature": 1.0,
             "warmup": 1,
@@ -612,7 +613,8 @@ def _imagenet_dkd(pair: ImageNetPair) -> Tree:
 
 def _imagenet_dkd_ls(pair: ImageNetPair) -> Tree:
     why = (
-        "DKD+Ours ImageNet values were never published (issue #31, the author suggests 2 / 9); chosen: base T 2, "
+        "DKD+Ours ImageNet values were never published (official issue #31: the author suggests 2 / 9); chosen: "
+        "base T 2, "
         f"kd_weight 9 multiplying alpha 1 and the yaml beta, as on CIFAR ({_dkd_reference(pair)})"
     )
     return loss(
@@ -644,14 +646,14 @@ def imagenet_preset(method: str, pair: ImageNetPair) -> tuple[Path, str]:
         [
             f"ImageNet, {TITLES[method]}: {pair.title}.",
             f"Reported top-1: {paper.top1:.2f}% ({paper.source}).",
-            "Generated by tools/make_presets.py from method.md (the official code's spec): edit the tables there.",
+            "Generated by tools/make_presets.py from its tables (sources: docs/sources.md): edit the tables there.",
             "Needs <data_dir>/train/<wnid>/*.JPEG and <data_dir>/val/<wnid>/*.JPEG; the teacher's torchvision weights",
             "are downloaded by torchvision on first use. The reference trains on 8 GPUs with a global batch of 512:",
             "for DDP over N devices, set data.init_args.batch_size to 512 / N.",
             f"  lightning-kd fit --config configs/imagenet/{pair.name}/{method}.yaml --seed_everything 0",
         ]
     )
-    recipe = "reference ImageNet recipe (method.md §2.6): "
+    recipe = "reference ImageNet recipe (docs/sources.md §2.6): "
     tree: Tree = {
         "seed_everything": 0,
         "trainer": trainer(f"imagenet/{pair.name}", method, Note(100, recipe + "100 epochs"), callbacks=callbacks()),

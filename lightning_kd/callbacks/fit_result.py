@@ -16,7 +16,7 @@ class FitResult(Callback):
     The file holds ``best_val_acc1`` and ``last_val_acc1`` (fractions in [0, 1], from the module's
     ``val/acc1_best`` and ``val/acc1``; ``null`` when not logged), ``epochs`` (epochs trained), ``run_folder``
     (``trainer.log_dir``) and ``best_checkpoint`` (the checkpoint callback's best path, or ``null``). Only the
-    global-zero process writes. :mod:`lightning_kd.sweep` adds it to each grid point's fit to collect its table.
+    global-zero process writes. :mod:`lightning_kd.apps.sweep` adds it to each grid point's fit to collect its table.
 
     Args:
         path: the JSON file to write (its folder is created).

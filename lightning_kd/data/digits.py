@@ -1,5 +1,8 @@
 """The embedded demo dataset: scikit-learn's handwritten digits, shaped like CIFAR images."""
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -8,6 +11,7 @@ from torch.utils.data import Dataset, TensorDataset
 from typing_extensions import override
 
 from lightning_kd.data.base import BaseDataModule, check_positive_int
+from lightning_kd.data.randaugment import TwoViews
 
 __all__ = ["DigitsDataModule"]
 
@@ -101,10 +105,12 @@ class DigitsDataModule(BaseDataModule):
         if stage in (None, "fit"):
             fill = -self._stats[0] / self._stats[1]  # a zero pixel after normalization
             if self.two_views:
+                # weak: the shift; strong: a larger shift and Cutout (the CIFAR two views, on tensors)
                 strong_shift = max(self.max_shift, self.image_size // 8)
-                self.train_set = _TwoViews(x_train, y_train, self.max_shift, strong_shift, fill)
+                views = TwoViews(_Shift(self.max_shift, fill), _ShiftCutout(strong_shift, fill))
+                self.train_set = _Transformed(x_train, y_train, views)
             elif self.max_shift > 0:
-                self.train_set = _RandomShift(x_train, y_train, self.max_shift, fill)
+                self.train_set = _Transformed(x_train, y_train, _Shift(self.max_shift, fill))
             else:
                 self.train_set = TensorDataset(x_train, y_train)
         self.val_set = TensorDataset(self._tensors["x_val"], self._tensors["y_val"])
@@ -161,31 +167,34 @@ def _cutout(image: Tensor, fill: float, max_fraction: float = 0.5) -> Tensor:
     return image
 
 
-class _RandomShift(Dataset):
-    """Precomputed images shifted by a random whole number of pixels, the uncovered border filled with ``fill``."""
+class _Shift:
+    """Shift a ``(C, H, W)`` tensor image by up to ``max_shift`` pixels per axis (see :func:`_shift`)."""
 
-    def __init__(self, images: Tensor, targets: Tensor, max_shift: int, fill: float) -> None:
-        self.images = images
-        self.targets = targets
+    def __init__(self, max_shift: int, fill: float) -> None:
         self.max_shift = max_shift
         self.fill = fill
+
+    def __call__(self, image: Tensor) -> Tensor:
+        return _shift(image, self.max_shift, self.fill)
+
+
+class _ShiftCutout(_Shift):
+    """:class:`_Shift`, then Cutout (:func:`_cutout`): the digits' strong view."""
+
+    def __call__(self, image: Tensor) -> Tensor:
+        return _cutout(_shift(image, self.max_shift, self.fill), self.fill)
+
+
+class _Transformed(Dataset):
+    """Precomputed ``(image, target)`` tensors with a per-sample transform of the image."""
+
+    def __init__(self, images: Tensor, targets: Tensor, transform: Callable[[Tensor], Any]) -> None:
+        self.images = images
+        self.targets = targets
+        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return _shift(self.images[index], self.max_shift, self.fill), self.targets[index]
-
-
-class _TwoViews(_RandomShift):
-    """``((weak, strong), target)``: weak = shift by ``max_shift``; strong = shift by ``strong_shift`` + Cutout."""
-
-    def __init__(self, images: Tensor, targets: Tensor, max_shift: int, strong_shift: int, fill: float) -> None:
-        super().__init__(images, targets, max_shift, fill)
-        self.strong_shift = strong_shift
-
-    def __getitem__(self, index: int) -> tuple[tuple[Tensor, Tensor], Tensor]:
-        image = self.images[index]
-        weak = _shift(image, self.max_shift, self.fill)
-        strong = _cutout(_shift(image, self.strong_shift, self.fill), self.fill)
-        return (weak, strong), self.targets[index]
+    def __getitem__(self, index: int) -> tuple[Any, Tensor]:
+        return self.transform(self.images[index]), self.targets[index]

@@ -30,6 +30,7 @@ Random numbers come from torch's global generator, like torchvision's own random
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from PIL import Image, ImageEnhance, ImageOps
@@ -217,6 +218,9 @@ class Cutout:
 class TwoViews:
     """Turn one image into the ``(weak, strong)`` pair MLKD trains on; each view draws its own randomness.
 
+    The one two-view wrapper of the package: the CIFAR / image-folder data modules wrap PIL transforms in it, the
+    digits wrap tensor transforms (the weak view is drawn first, then the strong one).
+
     Args:
         weak: Transform of the weak view (the reference augmentation).
         strong: Transform of the strong view (the reference augmentation, RandAugment and Cutout).
@@ -226,7 +230,7 @@ class TwoViews:
         self.weak = weak
         self.strong = strong
 
-    def __call__(self, image: Image.Image) -> tuple:
+    def __call__(self, image: Any) -> tuple:
         return self.weak(image), self.strong(image)
 
     def __repr__(self) -> str:

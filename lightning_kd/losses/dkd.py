@@ -25,7 +25,7 @@ class DKD(DistillationLoss):
 
     Defaults are the DKD paper's CIFAR-100 values (``alpha=1, beta=8, temperature=4, warmup=20, ce_weight=1``).
     The LS paper's "DKD + Ours" multiplies alpha and beta by its ``kd_weight``: e.g. resnet32x4 -> resnet8x4 uses
-    ``alpha=9, beta=72, temperature=2, standardize=True`` (per-pair values: ``method.md`` §2.6 and the presets).
+    ``alpha=9, beta=72, temperature=2, standardize=True`` (per-pair values: ``docs/sources.md`` §2.6 and the presets).
 
     Reference fidelity: the values equal the reference's wherever they are finite. Two numerical details differ,
     neither changing a finite result: the target/non-target probabilities are combined in log space (the

@@ -1,10 +1,10 @@
 """The end-to-end demo behind ``make demo``: a teacher, a student baseline, KD and KD + LS on the digits.
 
 Each run goes through the real command line (``python -m lightning_kd fit --config configs/demo/<run>.yaml``)
-on the CPU, printing one line per epoch (:class:`EpochLine`). Nothing is deleted: every run writes a new run
-folder ``runs/demo/<run>/version_N/`` and points ``runs/demo/<run>/latest`` at it, and the table is read from the
-new runs' logged metrics (``<run folder>/metrics.csv``). Earlier demo runs stay beside them (``make clean-runs``
-removes all).
+on the CPU, printing one line per epoch (:class:`~lightning_kd.callbacks.EpochLine`). Nothing is deleted: every run
+writes a new run folder ``runs/demo/<run>/version_N/`` and points ``runs/demo/<run>/latest`` at it, and the table is
+read from the new runs' logged metrics (``<run folder>/metrics.csv``). Earlier demo runs stay beside them
+(``make clean-runs`` removes all).
 
 How the students get their teacher: after the teacher run, the demo points ``runs/demo/teacher.ckpt`` (a relative
 link, or a copy where links are not allowed) at that run's ``checkpoints/best.ckpt``, and
@@ -14,7 +14,7 @@ the students distil from. ``--runs kd kd_ls`` alone reuses the teacher of the la
 
 Usage::
 
-    python -m lightning_kd.demo [--root .] [--runs teacher student kd kd_ls]
+    python -m lightning_kd.apps.demo [--root .] [--runs teacher student kd kd_ls]
 """
 
 from __future__ import annotations
@@ -28,9 +28,8 @@ import sys
 import time
 from pathlib import Path
 
-from lightning.pytorch import Callback, LightningModule, Trainer
-
-from lightning_kd.run_folders import latest_run
+from lightning_kd.apps.run_folders import latest_run
+from lightning_kd.callbacks.epoch_line import EpochLine, epoch_line  # noqa: F401 (lightning_kd.demo.EpochLine)
 
 RUNS = ("teacher", "student", "kd", "kd_ls")
 #: runs that distil from the demo teacher
@@ -40,50 +39,6 @@ TEACHER_CHECKPOINT = Path("runs/demo/teacher.ckpt")
 #: quality the demo must reach (best validation top-1, fractions)
 MIN_TEACHER_ACC = 0.95
 MIN_RUN_ACC = 0.80
-#: the metrics of a line of :class:`EpochLine`, in order, when logged (accuracies are shown in percent)
-EPOCH_LINE_METRICS = ("train/loss_epoch", "val/loss", "val/acc1", "val/acc1_best")
-
-
-class EpochLine(Callback):
-    """Print one line per training epoch: its number, loss, validation top-1 and the time it took.
-
-    A line for a log file, unlike a progress bar. Each line is printed once the epoch's metrics are all logged
-    (when the next epoch starts, or when training ends). Only rank zero prints.
-    """
-
-    def __init__(self) -> None:
-        self._pending: int | None = None
-        self._started = 0.0
-        self._seconds = 0.0
-
-    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._flush(trainer)
-        self._started = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._pending = trainer.current_epoch
-        self._seconds = time.perf_counter() - self._started
-
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._flush(trainer)
-
-    def _flush(self, trainer: Trainer) -> None:
-        if self._pending is None or not trainer.is_global_zero:
-            self._pending = None
-            return
-        print(epoch_line(self._pending, trainer.max_epochs, trainer.callback_metrics, self._seconds), flush=True)
-        self._pending = None
-
-
-def epoch_line(epoch: int, max_epochs: int | None, metrics: dict, seconds: float) -> str:
-    """``epoch 3/12: train/loss_epoch 0.412, val/loss 0.103, val/acc1 97.50%, ... (4.1 s)`` (``epoch`` from 0)."""
-    parts = []
-    for name in EPOCH_LINE_METRICS:
-        if name in metrics:
-            value = float(metrics[name])
-            parts.append(f"{name} {100 * value:.2f}%" if "acc" in name else f"{name} {value:.3f}")
-    total = f"/{max_epochs}" if max_epochs is not None and max_epochs > 0 else ""
-    return f"epoch {epoch + 1}{total}: {', '.join(parts) or 'no metrics logged'} ({seconds:.1f} s)"
 
 
 def read_accuracies(metrics_csv: Path) -> tuple[float, float]:

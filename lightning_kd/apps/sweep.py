@@ -1,7 +1,7 @@
 """The LS hyperparameter grid without W&B: one ``lightning-kd fit`` per (base temperature, KD weight) point.
 
 The question users ask most about logit standardization is which base temperature and KD weight to use; the
-paper's authors suggest a grid of base temperature 2-3 by KD weight 3-15 (method.md, LS-KD issue 19). This is
+paper's authors suggest a grid of base temperature 2-3 by KD weight 3-15 (official issue #19). This is
 the same grid as the W&B sweep ``configs/sweeps/ls_grid.yaml``, as a plain loop: each point runs the real
 command line (``lightning-kd fit --config PRESET ... --config <out>/<point>.yaml``, in this process, one point
 after the other), with the point's settings in a small extra config, and the table of best validation top-1 per
@@ -9,7 +9,7 @@ point is printed at the end (and written to ``<out>/results.md``).
 
 Usage::
 
-    python -m lightning_kd.sweep --config configs/cifar100/kd_ls/resnet32x4_resnet8x4.yaml \\
+    python -m lightning_kd.apps.sweep --config configs/cifar100/kd_ls/resnet32x4_resnet8x4.yaml \\
         --temperatures 2 3 --kd-weights 3 6 9 12 15 [--out runs/sweeps/ls_grid] [-- --trainer.max_epochs=60 ...]
 
 Arguments after ``--`` go to every ``lightning-kd fit`` unchanged. Each point keeps its own run folder (the

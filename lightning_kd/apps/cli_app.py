@@ -3,12 +3,12 @@
 On top of Lightning's CLI:
 
 * ``data.num_classes`` is linked into the model, so networks given by name are built for the data's classes;
-* run folders (:mod:`lightning_kd.run_folders`): every ``fit`` gets a new versioned folder and updates ``latest``;
+* run folders (:mod:`lightning_kd.apps.run_folders`): every ``fit`` gets a new versioned folder and updates ``latest``;
   ``validate`` / ``test`` / ``predict`` of a checkpoint inside a run folder log to ``<run>/<stage>_K/``;
 * with ``--ckpt_path`` the given config and command line are the whole truth; the checkpoint provides weights
   and training state only (Lightning would merge the checkpoint's saved settings over the command line); only
   when no model is configured at all is it rebuilt from the checkpoint's record
-  (:mod:`lightning_kd._model_from_checkpoint`);
+  (:mod:`lightning_kd.apps.model_from_checkpoint`);
 * the top-level ``--optimizer`` / ``--lr_scheduler`` are routed into ``model.init_args.optimizer`` /
   ``model.init_args.lr_scheduler``, so they only ever see the module's trainable parameters;
 * a rich progress bar (unless the config turns the progress bar off) and a one-line summary after ``fit``;
@@ -38,14 +38,14 @@ import lightning_kd.data
 import lightning_kd.losses
 import lightning_kd.module  # noqa: F401
 from lightning_kd._checkpoint_file import check_checkpoint_file, is_checkpoint_file_name
-from lightning_kd._cli_parser import KDArgumentParser
-from lightning_kd._model_from_checkpoint import with_model_from_checkpoint
+from lightning_kd.apps.cli_parser import KDArgumentParser
+from lightning_kd.apps.model_from_checkpoint import with_model_from_checkpoint
+from lightning_kd.apps.run_folders import find_run_folder, next_stage_folder, update_latest
 from lightning_kd.callbacks.console import ModelSummaryTable, RunProgressBar
 from lightning_kd.callbacks.prediction_writer import PredictionWriter
 from lightning_kd.callbacks.record_data import RecordData
 from lightning_kd.callbacks.run_config import LogRunConfig
 from lightning_kd.callbacks.run_status import RunStatus
-from lightning_kd.run_folders import find_run_folder, next_stage_folder, update_latest
 
 #: checkpoint key under which the CLI records the data the model was trained on (class count, normalization)
 

@@ -4,7 +4,7 @@ A run is a folder written by the CLI's CSV logger, ``runs/<group>/<name>/version
 holds ``metrics.csv`` (``val/acc1`` per validation epoch, a fraction) and ``config.yaml``. Runs are grouped by the
 folder above their version folder (one folder per preset by the run-folder convention); the config tells the
 preset (dataset, loss and whether it standardizes, teacher and student), which selects the paper's number in
-:mod:`lightning_kd.tools.paper_results`, and the seed. Without a ``config.yaml`` the preset is read from the folder
+:mod:`lightning_kd.apps.paper_results`, and the seed. Without a ``config.yaml`` the preset is read from the folder
 names instead (``.../<method>/<teacher>_<student>/<version>`` or ``.../imagenet/<pair>/<method>/<version>``).
 
 What is never pooled:
@@ -23,8 +23,8 @@ The reported statistic follows the paper: "best" is the best-epoch top-1 of each
 
 Examples::
 
-    python -m lightning_kd.tools.summarize runs/cifar100/kd_ls runs/cifar100/kd
-    python -m lightning_kd.tools.summarize "runs/cifar100/*/resnet32x4_resnet8x4" --output summary.md
+    python -m lightning_kd.apps.summarize runs/cifar100/kd_ls runs/cifar100/kd
+    python -m lightning_kd.apps.summarize "runs/cifar100/*/resnet32x4_resnet8x4" --output summary.md
 """
 
 from __future__ import annotations
@@ -44,14 +44,14 @@ from typing import Any
 
 import yaml
 
-from lightning_kd.tools.paper_results import PAPER_TOP1, PaperResult
+from lightning_kd.apps.paper_results import PAPER_TOP1, PaperResult
 
 __all__ = ["PresetSummary", "RunResult", "SummaryError", "format_markdown", "main", "read_run", "summarize"]
 
 METRICS_FILE = "metrics.csv"
 CONFIG_FILE = "config.yaml"
 STATUS_FILE = "status.json"
-# evaluations of a run's checkpoint, logged inside the run folder (lightning_kd.run_folders.next_stage_folder)
+# evaluations of a run's checkpoint, logged inside the run folder (lightning_kd.apps.run_folders.next_stage_folder)
 _SUB_RUN = re.compile(r"(validate|test|predict)_\d+")
 # files or folders that only a run folder holds
 _RUN_MARKERS = (METRICS_FILE, CONFIG_FILE, "hparams.yaml", "checkpoints")
@@ -377,7 +377,7 @@ def format_markdown(summaries: Sequence[PresetSummary], problems: Sequence[str] 
             "per-run paths; the settings in parentheses tell the rows of a preset apart."
         )
     if unverified:
-        notes.append("\\* not checked against the paper's PDF (lightning_kd/tools/paper_results.py).")
+        notes.append("\\* not checked against the paper's PDF (lightning_kd/apps/paper_results.py).")
     if any(not run.finished for summary in summaries for run in summary.runs):
         notes.append("Unfinished runs (fewer logged epochs than max_epochs) are included as they stand.")
     if problems:
@@ -386,7 +386,7 @@ def format_markdown(summaries: Sequence[PresetSummary], problems: Sequence[str] 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``python -m lightning_kd.tools.summarize PATH... [--output FILE]``; returns the exit code."""
+    """Entry point: ``python -m lightning_kd.apps.summarize PATH... [--output FILE]``; returns the exit code."""
     parser = argparse.ArgumentParser(
         prog="lightning-kd summarize",
         description="Mean ± std of the best and last top-1 of N runs per preset, beside the paper's number.",

@@ -5,7 +5,7 @@ and ``imagenet/<pair>/<method>``. CIFAR-100 values are the official README's tab
 each "+Ours" (``*_ls``) value is the mean of the best-epoch top-1 of 4 runs; the baseline columns are quoted from
 the CRD (KD), CTKD, DKD and MLKD papers. ImageNet values are single numbers from other sources; entries marked
 unverified are a recollection of the paper's Table 3 that was not checked against the PDF
-(``../shared/reference/method.md`` §5).
+(``docs/sources.md`` §5).
 """
 
 from __future__ import annotations

@@ -1,1 +1,0 @@
-"""Command-line tools around training runs: the multi-seed summary and the paper's reported numbers."""
