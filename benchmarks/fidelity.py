@@ -28,7 +28,6 @@ import contextlib
 import csv
 import fcntl
 import json
-import math
 import os
 import platform
 import shlex
@@ -42,6 +41,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
+
+from lightning_kd.apps.verdict import SE_THRESHOLD, sample_std, verdict
 
 REPO = Path(__file__).resolve().parents[1]
 PRESET_DIR = Path("configs/cifar100/cpu_scale")
@@ -74,8 +75,6 @@ LABELS = {
     "ctkd": "CTKD",
     "ctkd_ls": "CTKD+LS",
 }
-# a difference of means is called resolved when it exceeds this many standard errors of the difference
-SE_THRESHOLD = 2.0
 
 
 def label(preset: str) -> str:
@@ -270,47 +269,19 @@ def summarize(records: Sequence[dict], preset: str) -> Summary:
     )
 
 
-def _std(values: Sequence[float]) -> float | None:
-    # sample standard deviation (n - 1); undefined for fewer than two runs
-    return statistics.stdev(values) if len(values) >= 2 else None
-
-
 def _mean_std(values: Sequence[float]) -> str:
     if not values:
         return "–"
-    std = _std(values)
+    std = sample_std(values)
     return f"{statistics.fmean(values):.2f} ± {std:.2f}" if std is not None else f"{values[0]:.2f} (1 run, no std)"
 
 
 def compare(better: Summary, baseline: Summary) -> str:
-    r"""One verdict clause: does ``better`` beat ``baseline`` on best top-1, and by how much against the spread?
+    """One verdict clause: does ``better`` beat ``baseline`` on best top-1 by more than the seed spread?
 
-    Rule: :math:`\Delta = \bar a - \bar b` (difference of mean best top-1, percentage points) against the standard
-    error of that difference :math:`SE = \sqrt{s_a^2/n_a + s_b^2/n_b}` (sample stds). The gain is called
-    resolved when :math:`\Delta > 2\,SE` (about a 95% one-sided Welch bound for many seeds, looser for 3), a loss
-    when :math:`\Delta < -2\,SE`, and otherwise not resolved by the seed spread. The pooled std is reported beside
-    it. With fewer than two runs on a side there is no spread, and no verdict.
+    The rule is :func:`lightning_kd.apps.verdict.verdict` (shared with ``lightning-kd summarize``).
     """
-    name_a, name_b = label(better.preset), label(baseline.preset)
-    if better.n == 0 or baseline.n == 0:
-        missing = [label(s.preset) for s in (better, baseline) if s.n == 0]
-        return f"{name_a} vs {name_b}: not measured (no complete run of {', '.join(missing)})"
-    delta = statistics.fmean(better.best) - statistics.fmean(baseline.best)
-    std_a, std_b = _std(better.best), _std(baseline.best)
-    if std_a is None or std_b is None:
-        return (
-            f"{name_a} vs {name_b}: {delta:+.2f} pp from {better.n} and {baseline.n} run(s); no seed spread with a "
-            "single run, no verdict"
-        )
-    se = math.sqrt(std_a**2 / better.n + std_b**2 / baseline.n)
-    pooled = math.sqrt(((better.n - 1) * std_a**2 + (baseline.n - 1) * std_b**2) / (better.n + baseline.n - 2))
-    ratio = delta / se if se > 0 else math.copysign(math.inf, delta) if delta else 0.0
-    spread = f"{delta:+.2f} pp = {ratio:+.1f} SE (SE {se:.2f}, pooled std {pooled:.2f}, n {better.n}/{baseline.n})"
-    if ratio > SE_THRESHOLD:
-        return f"{name_a} beats {name_b} by {spread}"
-    if ratio < -SE_THRESHOLD:
-        return f"{name_a} does not beat {name_b}: it is worse by {spread}"
-    return f"{name_a} does not clearly beat {name_b}: {spread}, within {SE_THRESHOLD:g} SE"
+    return verdict(label(better.preset), better.best, label(baseline.preset), baseline.best)
 
 
 def _alive(pid: int) -> bool:

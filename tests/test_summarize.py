@@ -489,3 +489,32 @@ def test_a_failed_run_is_reported_as_failed_and_not_pooled(tmp_path, capsys):
     crashed.rename(only / "version_2")
     assert summarize.main([str(only)]) == 1
     assert "failed during training (status.json)" in capsys.readouterr().err
+
+
+def test_methods_with_and_without_ls_get_the_fidelity_verdict(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for seed, (kd, ls) in enumerate([(0.50, 0.53), (0.51, 0.54), (0.52, 0.55)]):
+        write_run(runs / "kd" / f"version_{seed}", [kd - 0.1, kd], seed=seed, standardize=False)
+        write_run(runs / "kd_ls" / f"version_{seed}", [ls - 0.1, ls], seed=seed)
+    # an unfinished LS run is in the table but not in the verdict (its best epoch may still come)
+    write_run(runs / "kd_ls" / "version_3", [0.10], seed=3, max_epochs=2)
+    assert summarize.main([str(runs)]) == 0
+    out = capsys.readouterr().out
+    # KD 50, 51, 52 (mean 51, std 1); KD+LS 53, 54, 55: +3 pp, SE sqrt(1/3 + 1/3) = 0.816, 3.67 SE
+    assert "- KD+LS beats KD by +3.00 pp = +3.7 SE (SE 0.82, pooled std 1.00, n 3/3)" in out.splitlines()
+    assert "| cifar100/kd_ls/resnet32x4_resnet8x4 | 4 |" in out
+
+
+def test_the_verdict_rule_is_shared_with_the_fidelity_runner():
+    from lightning_kd.apps.verdict import verdict
+
+    spec = importlib.util.spec_from_file_location("fidelity", REPO / "benchmarks" / "fidelity.py")
+    fidelity = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fidelity)
+    a = fidelity.Summary("kd_ls", (0, 1), (52.0, 53.0), (51.0, 52.0), (1.0, 1.0))
+    b = fidelity.Summary("kd", (0, 1), (52.5, 52.9), (51.0, 52.0), (1.0, 1.0))
+    assert fidelity.compare(a, b) == verdict("KD+LS", [52.0, 53.0], "KD", [52.5, 52.9])
+    assert "within 2 SE" in fidelity.compare(a, b)
+    assert verdict("A", [1.0], "B", []) == "A vs B: not measured (no complete run of B)"
+    assert "no verdict" in verdict("A", [1.0], "B", [2.0])
+    assert "worse by -3.00 pp" in verdict("A", [50.0, 51.0, 52.0], "B", [53.0, 54.0, 55.0])

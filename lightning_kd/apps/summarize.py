@@ -45,6 +45,7 @@ from typing import Any
 import yaml
 
 from lightning_kd.apps.paper_results import PAPER_TOP1, PaperResult
+from lightning_kd.apps.verdict import SE_THRESHOLD, verdict
 
 __all__ = ["PresetSummary", "RunResult", "SummaryError", "format_markdown", "main", "read_run", "summarize"]
 
@@ -385,6 +386,40 @@ def format_markdown(summaries: Sequence[PresetSummary], problems: Sequence[str] 
     return "\n".join(lines + notes) + "\n"
 
 
+def ls_verdicts(summaries: Sequence[PresetSummary]) -> list[str]:
+    """One verdict line per method run with and without logit standardization (``<dir>/<m>_ls/<pair>`` beside
+    ``<dir>/<m>/<pair>``), by the fidelity tables' rule (:func:`lightning_kd.apps.verdict.verdict`).
+
+    Only finished runs count (an unfinished run's best epoch is not yet its best).
+    """
+    by_preset = {s.preset: s for s in summaries}
+    lines = []
+    for preset, summary in by_preset.items():
+        head, method, pair = _split_preset(preset)
+        if not method.endswith("_ls"):
+            continue
+        base = by_preset.get("/".join(p for p in (head, method[: -len("_ls")], pair) if p))
+        if base is None:
+            continue
+        best = [run.best for run in summary.runs if run.finished]
+        base_best = [run.best for run in base.runs if run.finished]
+        lines.append(verdict(_method_label(method), best, _method_label(method[: -len("_ls")]), base_best))
+    return lines
+
+
+def _split_preset(preset: str) -> tuple[str, str, str]:
+    """``cifar100/kd_ls/resnet20_resnet8`` -> ``("cifar100", "kd_ls", "resnet20_resnet8")``."""
+    parts = preset.split("/")
+    if len(parts) < 2:
+        return "", preset, ""
+    return "/".join(parts[:-2]), parts[-2], parts[-1]
+
+
+def _method_label(method: str) -> str:
+    base, ls = (method[: -len("_ls")], True) if method.endswith("_ls") else (method, False)
+    return base.upper() + ("+LS" if ls else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``python -m lightning_kd.apps.summarize PATH... [--output FILE]``; returns the exit code."""
     parser = argparse.ArgumentParser(
@@ -401,6 +436,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     table = format_markdown(summaries, problems)
+    verdicts = ls_verdicts(summaries)
+    if verdicts:
+        table += (
+            "\nWith and without logit standardization (best top-1 of finished runs; a gain is resolved beyond "
+            f"{SE_THRESHOLD:g} SE of the difference):\n"
+        )
+        table += "".join(f"- {line}\n" for line in verdicts)
     print(table, end="")
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
