@@ -387,32 +387,30 @@ def format_markdown(summaries: Sequence[PresetSummary], problems: Sequence[str] 
 
 
 def ls_verdicts(summaries: Sequence[PresetSummary]) -> list[str]:
-    """One verdict line per method run with and without logit standardization (``<dir>/<m>_ls/<pair>`` beside
-    ``<dir>/<m>/<pair>``), by the fidelity tables' rule (:func:`lightning_kd.apps.verdict.verdict`).
+    """One verdict line per method run with and without logit standardization (a preset whose method folder is
+    ``<m>_ls`` beside the same preset with ``<m>``, in the CIFAR and the ImageNet layout alike), by the fidelity
+    tables' rule (:func:`lightning_kd.apps.verdict.verdict`).
 
     Only finished runs count (an unfinished run's best epoch is not yet its best).
     """
     by_preset = {s.preset: s for s in summaries}
     lines = []
     for preset, summary in by_preset.items():
-        head, method, pair = _split_preset(preset)
-        if not method.endswith("_ls"):
+        parts = preset.split("/")
+        methods = [i for i, part in enumerate(parts) if part.endswith("_ls")]
+        if not methods:
             continue
-        base = by_preset.get("/".join(p for p in (head, method[: -len("_ls")], pair) if p))
+        base_parts = list(parts)
+        base_parts[methods[-1]] = parts[methods[-1]][: -len("_ls")]
+        base = by_preset.get("/".join(base_parts))
         if base is None:
             continue
         best = [run.best for run in summary.runs if run.finished]
         base_best = [run.best for run in base.runs if run.finished]
-        lines.append(verdict(_method_label(method), best, _method_label(method[: -len("_ls")]), base_best))
+        lines.append(
+            verdict(_method_label(parts[methods[-1]]), best, _method_label(base_parts[methods[-1]]), base_best)
+        )
     return lines
-
-
-def _split_preset(preset: str) -> tuple[str, str, str]:
-    """``cifar100/kd_ls/resnet20_resnet8`` -> ``("cifar100", "kd_ls", "resnet20_resnet8")``."""
-    parts = preset.split("/")
-    if len(parts) < 2:
-        return "", preset, ""
-    return "/".join(parts[:-2]), parts[-2], parts[-1]
 
 
 def _method_label(method: str) -> str:
