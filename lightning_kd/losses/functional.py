@@ -289,3 +289,212 @@ def curriculum_temperature(theta: Tensor, lambda_: float, t_start: float, t_end:
         A tensor of the shape of ``theta``; its gradient flows back to ``theta`` scaled by ``lambda_``.
     """
     return t_start + t_end * torch.sigmoid(gradient_reversal(theta, lambda_))
+
+
+# --- Intermediate features ------------------------------------------------------------------------------------
+#: Floor on the L2 norm when a map is normalized (``F.normalize``'s default, as in the reference codes of AT and
+#: locality guidance): an all-zero map stays all-zero instead of becoming NaN.
+NORM_EPS: float = 1e-12
+
+#: The transforms of locality guidance (Li et al., ECCV 2022), applied to both features before the MSE.
+GUIDANCE_TRANSFORMS: tuple[str, ...] = ("linear", "attention", "similarity")
+
+
+def _check_maps(name: str, *feats: Tensor) -> None:
+    """Raise a ``ValueError`` naming ``name`` unless every tensor is a ``(B, C, H, W)`` map with the same ``B``."""
+    for feat in feats:
+        if feat.ndim != 4:
+            raise ValueError(
+                f"{name} takes (batch, channels, height, width) feature maps, got shape {tuple(feat.shape)}: "
+                "reshape transformer tokens (B, N, C) to a (B, C, h, w) grid without the class token first."
+            )
+    if len({feat.shape[0] for feat in feats}) > 1:
+        raise ValueError(f"{name}: the feature maps have different batch sizes {[f.shape[0] for f in feats]}.")
+
+
+def resize_to_larger(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Bilinearly resize two feature maps to the larger of their grids, each dimension on its own.
+
+    Both maps are brought to :math:`(\max(H_a, H_b), \max(W_a, W_b))` with bilinear interpolation on half-pixel
+    centres (``align_corners=False``), as locality guidance (Li et al., ECCV 2022) matches a ViT's token grid with a
+    CNN stage. Upsampling the coarser map, never pooling the finer one, keeps the finer map's locality.
+    A map already at the target size is returned as is (interpolating it would give the same values).
+
+    Args:
+        a: ``(B, C_a, H_a, W_a)`` feature map.
+        b: ``(B, C_b, H_b, W_b)`` feature map (channels may differ).
+
+    Returns:
+        ``(a', b')``, both with spatial size :math:`(\max(H_a, H_b), \max(W_a, W_b))`.
+    """
+    _check_maps("resize_to_larger", a, b)
+    size = (max(a.shape[-2], b.shape[-2]), max(a.shape[-1], b.shape[-1]))
+
+    def resized(x: Tensor) -> Tensor:
+        if tuple(x.shape[-2:]) == size:
+            return x
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+    return resized(a), resized(b)
+
+
+def pool_to_smaller(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Adaptive-average-pool two feature maps to the smaller of their grids, each dimension on its own.
+
+    Both maps are brought to :math:`(\min(H_a, H_b), \min(W_a, W_b))` with
+    :func:`torch.nn.functional.adaptive_avg_pool2d` (bin :math:`i` of :math:`n` over :math:`m` inputs averages rows
+    :math:`\lfloor im/n \rfloor` to :math:`\lceil (i+1)m/n \rceil - 1`). This is how the usual CIFAR
+    attention-transfer code (mdistiller) compares stages of different resolutions. A map already at the target size
+    is returned as is.
+
+    Args:
+        a: ``(B, C_a, H_a, W_a)`` feature map.
+        b: ``(B, C_b, H_b, W_b)`` feature map.
+
+    Returns:
+        ``(a', b')``, both with spatial size :math:`(\min(H_a, H_b), \min(W_a, W_b))`.
+    """
+    _check_maps("pool_to_smaller", a, b)
+    size = (min(a.shape[-2], b.shape[-2]), min(a.shape[-1], b.shape[-1]))
+
+    def pooled(x: Tensor) -> Tensor:
+        return x if tuple(x.shape[-2:]) == size else F.adaptive_avg_pool2d(x, size)
+
+    return pooled(a), pooled(b)
+
+
+def attention_map(feat: Tensor, p: float = 2.0, eps: float = NORM_EPS) -> Tensor:
+    r"""Spatial attention map of Zagoruyko & Komodakis (ICLR 2017, arXiv:1612.03928), L2-normalized per sample.
+
+    .. math::
+        Q = \frac{a}{\max(\lVert a \rVert_2, \epsilon)},\quad
+        a = \mathrm{vec}\Big(\frac{1}{C} \sum_{c=1}^{C} |F_c|^p\Big) \in \mathbb{R}^{HW}
+
+    The channel mean differs from the paper's channel sum only by the factor :math:`C`, which the normalization
+    removes (the reference codes use the mean). With ``p=2`` this is also the "attention" transform of locality
+    guidance (Li et al., ECCV 2022).
+
+    Args:
+        feat: ``(B, C, H, W)`` feature map.
+        p: the exponent :math:`p > 0` (the paper uses 2; larger values weight the most active locations more).
+        eps: floor on the norm, so an all-zero map gives zeros.
+
+    Returns:
+        A ``(B, H * W)`` tensor whose rows have unit L2 norm (or are zero).
+    """
+    _check_maps("attention_map", feat)
+    # |F|^p; for p = 2 the absolute value changes nothing, so skip it (one less elementwise pass)
+    powered = feat.pow(2) if p == 2 else feat.abs().pow(p)  # (B, C, H, W)
+    return F.normalize(powered.mean(dim=1).flatten(1), p=2.0, dim=1, eps=eps)  # (B, H*W)
+
+
+def similarity_map(feat: Tensor, eps: float = NORM_EPS) -> Tensor:
+    r"""Sample-similarity (Gram) map of a batch of features, each row L2-normalized.
+
+    .. math::
+        G = f f^\top \in \mathbb{R}^{B \times B},\quad
+        \tilde G_{b} = \frac{G_{b}}{\max(\lVert G_{b} \rVert_2, \epsilon)}
+
+    with :math:`f \in \mathbb{R}^{B \times CHW}` the flattened features. This is the "similarity" transform of
+    locality guidance (Li et al., ECCV 2022): it compares how each model relates the samples of the batch, so the
+    two models' channel counts need not agree.
+
+    Args:
+        feat: ``(B, ...)`` features (a ``(B, C, H, W)`` map in locality guidance).
+        eps: floor on each row's norm, so an all-zero row gives zeros.
+
+    Returns:
+        A ``(B, B)`` tensor whose rows have unit L2 norm (or are zero).
+    """
+    flat = feat.flatten(1)  # (B, D)
+    return F.normalize(flat @ flat.T, p=2.0, dim=1, eps=eps)  # (B, B)
+
+
+def hint_mse(student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
+    r"""FitNet's hint loss (Romero et al., ICLR 2015, arXiv:1412.6550): the mean squared error of two features.
+
+    .. math::
+        \mathcal{L}_{hint} = \frac{1}{N} \sum_i \big(r(s)_i - t_i\big)^2
+
+    over all :math:`N` elements, where the caller has already applied the learnable regressor :math:`r` to the
+    student's feature so that both tensors have the same shape.
+
+    Args:
+        student_feat: the regressed student feature, any shape.
+        teacher_feat: the teacher feature, the same shape.
+
+    Returns:
+        A scalar tensor.
+
+    Raises:
+        ValueError: the shapes differ (a silent broadcast would compute a different loss).
+    """
+    if student_feat.shape != teacher_feat.shape:
+        raise ValueError(
+            f"hint_mse needs features of the same shape, got student {tuple(student_feat.shape)} and teacher "
+            f"{tuple(teacher_feat.shape)}: regress the student's channels to the teacher's and resize both to one "
+            "grid first."
+        )
+    return (student_feat - teacher_feat).pow(2).mean()
+
+
+def attention_transfer(student_feat: Tensor, teacher_feat: Tensor, p: float = 2.0) -> Tensor:
+    r"""Attention-transfer loss of one matched pair of stages (Zagoruyko & Komodakis, ICLR 2017).
+
+    .. math::
+        \mathcal{L}_{AT} = \frac{1}{B\,HW} \sum_{b} \big\lVert Q^s_b - Q^t_b \big\rVert_2^2
+
+    with :math:`Q` the normalized :func:`attention_map`, i.e. the mean squared difference of the maps, as the
+    authors' code computes it (the paper writes the unsquared :math:`p`-norm of the difference; the code and every
+    published CIFAR setting use this mean). Maps of different grids are first compared on the smaller one
+    (:func:`pool_to_smaller`); the channel counts may differ.
+
+    Args:
+        student_feat: ``(B, C_s, H_s, W_s)`` student feature map.
+        teacher_feat: ``(B, C_t, H_t, W_t)`` teacher feature map.
+        p: the exponent of :func:`attention_map`.
+
+    Returns:
+        A scalar tensor (unweighted; the usual CIFAR weight is :math:`\beta = 1000` on the sum over stages).
+    """
+    s, t = pool_to_smaller(student_feat, teacher_feat)
+    return (attention_map(s, p) - attention_map(t, p)).pow(2).mean()
+
+
+def locality_guidance(student_feat: Tensor, teacher_feat: Tensor, transform: str = "linear") -> Tensor:
+    r"""Locality-guidance loss of one matched pair of layers (Li et al., ECCV 2022, arXiv:2207.10026).
+
+    Both maps are resized to the larger grid (:func:`resize_to_larger`), transformed by :math:`\phi`, and compared
+    by the mean squared error:
+
+    .. math::
+        \mathcal{L} = \frac{1}{N} \sum_i \big(\phi(s')_i - \phi(t')_i\big)^2,\quad
+        (s', t') = \mathrm{resize}_{\max}(s, t)
+
+    with :math:`\phi` one of
+
+    - ``"linear"``: the identity. The learnable 1x1-convolution regressor of that variant maps the student's channels
+      to the teacher's; it is state, so the caller applies it to ``student_feat`` before this function (the
+      reference applies it before the resize too).
+    - ``"attention"``: :func:`attention_map` with :math:`p = 2`, ``(B, H W)``.
+    - ``"similarity"``: :func:`similarity_map`, ``(B, B)``.
+
+    Args:
+        student_feat: ``(B, C, H_s, W_s)`` student feature map (regressed to the teacher's channels for ``"linear"``).
+        teacher_feat: ``(B, C_t, H_t, W_t)`` teacher feature map.
+        transform: one of :data:`GUIDANCE_TRANSFORMS`.
+
+    Returns:
+        A scalar tensor (unweighted; the paper's weight is 2.5 on the sum over layers).
+
+    Raises:
+        ValueError: for an unknown ``transform``, or (``"linear"``) channel counts that differ.
+    """
+    if transform not in GUIDANCE_TRANSFORMS:
+        raise ValueError(f"Unknown locality-guidance transform {transform!r}: use one of {list(GUIDANCE_TRANSFORMS)}.")
+    s, t = resize_to_larger(student_feat, teacher_feat)
+    if transform == "attention":
+        s, t = attention_map(s, 2.0), attention_map(t, 2.0)
+    elif transform == "similarity":
+        s, t = similarity_map(s), similarity_map(t)
+    return hint_mse(s, t)
