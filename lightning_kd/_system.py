@@ -128,9 +128,24 @@ class ClassifierSystem(RecordedCheckpoints):
         """The parameters handed to the optimizer."""
         raise NotImplementedError
 
-    def training_terms(self, inputs: Any, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """One training step's math: the logits used for training accuracy and the named, weighted loss terms."""
+    def training_terms(
+        self, inputs: Any, targets: Tensor, extras: tuple[Tensor, ...] = ()
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """One training step's math: the logits used for training accuracy and the named, weighted loss terms.
+
+        ``extras`` are the tensors :meth:`step_extras` took from the batch (empty unless a subclass asks for some).
+        """
         raise NotImplementedError
+
+    def step_extras(self, batch_extras: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """The tensors of a batch beyond ``(inputs, targets)`` that the training step reads (none by default).
+
+        A data module may add elements to training batches (``CIFAR100DataModule(view_keys=True)`` adds view keys);
+        what this returns is handed to :meth:`training_terms` as ``extras`` and, under a CUDA graph, copied into
+        static buffers like the inputs.
+        """
+        del batch_extras
+        return ()
 
     # ------------------------------------------------------------------ training
 
@@ -182,8 +197,9 @@ class ClassifierSystem(RecordedCheckpoints):
 
     @override
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        inputs, targets = batch
-        result = self.step_runner.run(self, self.training_terms, inputs, targets)
+        inputs, targets, *batch_extras = batch
+        extras = self.step_extras(tuple(batch_extras))
+        result = self.step_runner.run(self, self.training_terms, inputs, targets, extras)
         self._record_train_step(result, targets.shape[0], batch_idx)
         return result.loss
 

@@ -35,6 +35,10 @@ TOOLS = {
         "write a checkpoint's student alone (state dict or .safetensors) with a JSON description",
     ),
     "summarize": ("lightning_kd.apps.summarize", "mean ± std of best/last top-1 over the logged metrics of runs"),
+    "cache-teacher": (
+        "lightning_kd.apps.cache_teacher",
+        "compute a preset's teacher logits for every training view once, for --model.init_args.teacher_cache",
+    ),
 }
 
 DESCRIPTION = """\

@@ -24,13 +24,14 @@ from lightning_kd._system import (
     log_global,
 )
 from lightning_kd._views import apply_views, first_view
-from lightning_kd.contracts import ValidationOutput, ViewsData
+from lightning_kd.contracts import KeyedViewsData, ValidationOutput, ViewsData
 from lightning_kd.losses.base import DistillationLoss
 from lightning_kd.models.ensemble import LogitEnsemble
 from lightning_kd.models.external import TIMM_PREFIX, TORCHVISION_PREFIX
 from lightning_kd.models.factory import build_network, infer_num_classes
 from lightning_kd.optim import cifar_multistep, cifar_sgd
 from lightning_kd.teacher import Teacher
+from lightning_kd.teacher_cache import CachedTeacher, cache_metadata, teacher_fingerprint
 
 _TEACHER_PREFIX = "teacher."
 
@@ -155,6 +156,13 @@ class DistillationModule(ClassifierSystem):
             ``test`` / ``predict`` starts, on the teacher's device; it is never saved (checkpoints and
             ``state_dict`` keep the teacher as it is). Needs a teacher that ``torch.fx`` can trace. Under FSDP (a
             sharded teacher) it has no effect, with a warning.
+        teacher_cache: a teacher-logit cache file written by ``lightning-kd cache-teacher``
+            (:mod:`lightning_kd.teacher_cache`): training steps read the teacher's logits of each sample's view from
+            it instead of running the teacher (validation, test and predict still run it). Needs training batches
+            that carry view keys (``CIFAR100DataModule(device_augment=True, view_keys=True)``) and a one-view loss
+            (not MLKD). ``fit`` checks the cache's metadata against the teacher's weights, the data, the augmentation
+            and the normalization and refuses a mismatch naming the field; a resumed fit checks it again against the
+            checkpoint's. Recorded as an absolute path.
 
     Example::
 
@@ -183,6 +191,7 @@ class DistillationModule(ClassifierSystem):
         cuda_graph: bool = False,
         channels_last: bool = False,
         fold_teacher_bn: bool = False,
+        teacher_cache: str | None = None,
     ) -> None:
         if not isinstance(loss, DistillationLoss):
             raise TypeError(f"loss must be a DistillationLoss (e.g. lightning_kd.losses.KD), got {type(loss).__name__}")
@@ -220,7 +229,11 @@ class DistillationModule(ClassifierSystem):
                     category=PossibleUserWarning,
                 )
         #: the frozen teacher: eval lock, no_grad forwards, folded copies, weights present or not
-        self.teacher_component = Teacher(self, available=not missing, fold_bn=fold_teacher_bn)
+        teacher_cache = absolute_weights_path(teacher_cache)
+        if teacher_cache is None:
+            self.teacher_component = Teacher(self, available=not missing, fold_bn=fold_teacher_bn)
+        else:
+            self.teacher_component = CachedTeacher(self, teacher_cache, available=not missing, fold_bn=fold_teacher_bn)
         self.loss = loss
         self.save_teacher = save_teacher
         #: compute the teacher's logits in every validation step (a callback such as LogitStatistics sets it);
@@ -245,6 +258,7 @@ class DistillationModule(ClassifierSystem):
                 "cuda_graph": self.cuda_graph,
                 "channels_last": self.channels_last,
                 "fold_teacher_bn": self.fold_teacher_bn,
+                "teacher_cache": teacher_cache,
                 **{f"loss.{k}": v for k, v in loss.hparams_dict().items()},
                 **describe_factory("optimizer", optimizer),
                 **describe_factory("lr_scheduler", lr_scheduler),
@@ -315,6 +329,53 @@ class DistillationModule(ClassifierSystem):
                 f"module gives {data_views}: set two_views: {hint} on the data module "
                 f"(--data.init_args.two_views {hint})."
             )
+        if stage == "fit" and isinstance(self.teacher_component, CachedTeacher):
+            self._open_teacher_cache(datamodule)
+
+    def _open_teacher_cache(self, datamodule: Any) -> None:
+        """Open the teacher cache for a fit, after checking the data keys views and the cache was made for this run.
+
+        Raises:
+            ValueError: a multi-view loss, data without view keys, or a cache whose metadata differs.
+        """
+        path = self.hparams.get("teacher_cache")
+        if self.loss.num_views != 1:
+            raise ValueError(
+                f"teacher_cache cannot serve {type(self.loss).__name__}: it takes {self.loss.num_views} views of each "
+                "image, and the strong view's RandAugment and Cutout have no finite set of views to cache. Drop "
+                "teacher_cache for this loss."
+            )
+        space = datamodule.view_space() if isinstance(datamodule, KeyedViewsData) else None
+        if space is None or not datamodule.view_keys:
+            name = type(datamodule).__name__ if datamodule is not None else "no data module"
+            raise ValueError(
+                f"teacher_cache {path!r} reads the teacher's logits by each training sample's view, but {name} does "
+                "not key its views. Use CIFAR100DataModule with device_augment: true and view_keys: true "
+                "(--data.init_args.device_augment true --data.init_args.view_keys true, or add the overlay "
+                "configs/cifar100/cached.yaml)."
+            )
+        self.teacher_component.open(self.teacher_cache_metadata(space))
+
+    def teacher_cache_metadata(self, space: Any) -> dict[str, Any]:
+        """The metadata a teacher cache must carry to serve this module on data with the given view space."""
+        architecture = self.hparams.get("teacher", self.hparams.get("teacher_class"))
+        return cache_metadata(
+            architecture=architecture,
+            weights_sha256=teacher_fingerprint(self.teacher),
+            num_classes=self.num_classes,
+            space=space,
+        )
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        cache = getattr(self.teacher_component, "cache", None)
+        recorded = checkpoint.get("teacher_cache")
+        if cache is not None and recorded is not None:
+            try:
+                cache.check(recorded)
+            except ValueError as err:
+                raise ValueError(f"Resuming from a checkpoint trained with another teacher cache: {err}") from None
 
     @override
     def on_fit_start(self) -> None:
@@ -361,8 +422,15 @@ class DistillationModule(ClassifierSystem):
         return self.teacher_component.forward_network()
 
     @override
+    def step_extras(self, batch_extras: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        return self.teacher_component.step_extras(batch_extras)
+
+    @override
     def on_train_start(self) -> None:
         super().on_train_start()
+        cache = getattr(self.teacher_component, "cache", None)
+        if cache is not None:
+            cache.place(self.device)  # lookups on the training device (a copy on a GPU, the memory map on a CPU)
         # after every checkpoint restore (some strategies restore after on_fit_start), before the first step
         self._refresh_folded_teacher()
         self.teacher_component.restore_warnings()
@@ -408,8 +476,10 @@ class DistillationModule(ClassifierSystem):
             return self.loss(student_logits, teacher_logits, targets, epoch=self.current_epoch + 1)
 
     @override
-    def training_terms(self, inputs: Any, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        teacher_logits = self.teacher_component.outputs(inputs).logits  # frozen, under no_grad
+    def training_terms(
+        self, inputs: Any, targets: Tensor, extras: tuple[Tensor, ...] = ()
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        teacher_logits = self.teacher_component.outputs(inputs, extras).logits  # frozen, under no_grad (or cached)
         student_logits = apply_views(self.student, inputs)
         terms = self.compute_loss_terms(student_logits, teacher_logits, targets)
         return first_view(student_logits), terms
@@ -420,7 +490,7 @@ class DistillationModule(ClassifierSystem):
         teacher_logits = None
         wanted = self.teacher_in_validation or not self._teacher_acc_logged
         if self.teacher_available and wanted and not self.trainer.sanity_checking:
-            teacher = self.teacher_component.outputs(batch[0], batch)
+            teacher = self.teacher_component.outputs(batch[0])
             teacher_logits = first_view(teacher.logits)
             if not self._teacher_acc_logged:
                 self.teacher_val_acc1.update(teacher_logits, batch[1])
@@ -456,6 +526,9 @@ class DistillationModule(ClassifierSystem):
             state = checkpoint["state_dict"]
             for key in [k for k in state if k.startswith(_TEACHER_PREFIX)]:
                 del state[key]
+        cache = getattr(self.teacher_component, "cache", None)
+        if cache is not None:  # only what identifies the cache: its logits are never part of a checkpoint
+            checkpoint["teacher_cache"] = cache.compared_metadata()
 
     @override
     def optional_state_prefixes(self, state_dict: Mapping[str, Any]) -> tuple[str, ...]:
@@ -531,6 +604,9 @@ class ClassificationModule(ClassifierSystem):
         return self.model.parameters()
 
     @override
-    def training_terms(self, inputs: Any, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def training_terms(
+        self, inputs: Any, targets: Tensor, extras: tuple[Tensor, ...] = ()
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        del extras  # nothing beyond the inputs: a plain classifier
         logits = first_view(apply_views(self.model, inputs))
         return logits, {"ce": F.cross_entropy(logits.float(), targets)}

@@ -1,8 +1,9 @@
 """How a training step is executed: one :class:`StepRunner` per way (eager, one CUDA-graph replay).
 
-The module hands the runner its step (``step(inputs, targets) -> (logits, terms)``: forward passes and the named,
-weighted loss terms) and gets back a :class:`StepResult`: the training loss, the terms and the number of correct
-top-1 predictions, all device tensors. The module records them (running sums, logging) the same way whichever runner
+The module hands the runner its step (``step(inputs, targets, extras) -> (logits, terms)``: forward passes and the
+named, weighted loss terms; ``extras`` are further batch tensors the step reads, e.g. a teacher cache's view keys)
+and gets back a :class:`StepResult`: the training loss, the terms and the number of correct top-1 predictions, all
+device tensors. The module records them (running sums, logging) the same way whichever runner
 ran the step, so ``training_step``, ``configure_optimizers`` and the epoch hooks hold no branch on the way of
 execution. The runner also owns the memory format of inputs and networks (``channels_last``).
 
@@ -29,7 +30,7 @@ from lightning_kd.cuda_graph import WholeStepGraph, is_supported
 
 __all__ = ["CUDAGraphRunner", "EagerRunner", "StepResult", "StepRunner", "select_step_runner"]
 
-Step = Callable[[Any, Tensor], tuple[Tensor, dict[str, Tensor]]]
+Step = Callable[[Any, Tensor, tuple[Tensor, ...]], tuple[Tensor, dict[str, Tensor]]]
 _TERM = "term/"
 
 
@@ -89,8 +90,10 @@ class StepRunner(ABC):
         return optimizer
 
     @abstractmethod
-    def run(self, module: LightningModule, step: Step, inputs: Any, targets: Tensor) -> StepResult:
-        """Execute one training step on ``(inputs, targets)``."""
+    def run(
+        self, module: LightningModule, step: Step, inputs: Any, targets: Tensor, extras: tuple[Tensor, ...] = ()
+    ) -> StepResult:
+        """Execute one training step on ``(inputs, targets)`` (and the batch's ``extras``)."""
 
     def on_train_epoch_start(self, epoch_dependent: bool) -> None:
         """An epoch starts; ``epoch_dependent`` tells whether the step's math changes with the epoch."""
@@ -108,8 +111,10 @@ class StepRunner(ABC):
 class EagerRunner(StepRunner):
     """The step as written: forward, loss; Lightning runs backward and the optimizer's update."""
 
-    def run(self, module: LightningModule, step: Step, inputs: Any, targets: Tensor) -> StepResult:
-        logits, terms = step(self.format_inputs(inputs), targets)
+    def run(
+        self, module: LightningModule, step: Step, inputs: Any, targets: Tensor, extras: tuple[Tensor, ...] = ()
+    ) -> StepResult:
+        logits, terms = step(self.format_inputs(inputs), targets, extras)
         return StepResult(sum_terms(terms), terms, count_correct(logits, targets))
 
 
@@ -149,17 +154,23 @@ class CUDAGraphRunner(StepRunner):
         # the graph holds the optimizer's update; Lightning counts it through ReplayingOptimizer.step
         return ReplayingOptimizer(optimizer)
 
-    def run(self, module: LightningModule, step: Step, inputs: Any, targets: Tensor) -> StepResult:
+    def run(
+        self, module: LightningModule, step: Step, inputs: Any, targets: Tensor, extras: tuple[Tensor, ...] = ()
+    ) -> StepResult:
         optimizer = module.optimizers()
         if self.graph is None:
             scaler = getattr(module.trainer.precision_plugin, "scaler", None)
             replaying = optimizer.optimizer  # LightningOptimizer -> ReplayingOptimizer -> the real one, graphed
             real = replaying.optimizer if isinstance(replaying, ReplayingOptimizer) else replaying
-            self.graph = WholeStepGraph(_packed(step), real, scaler, channels_last=self.channels_last)
+            layout = _Layout(isinstance(inputs, Tensor), 1 if isinstance(inputs, Tensor) else len(inputs))
+            self.graph = WholeStepGraph(_packed(step, layout), real, scaler, channels_last=self.channels_last)
         out: dict[str, Tensor] = {}
+        # the extras travel with the inputs as one flat tuple, so the graph copies them into static buffers too;
         # the graph's static input buffers are in the runner's memory format: copying into them converts the
         # layout, so a separate conversion here would be one more full copy per step
-        optimizer.step(closure=lambda: out.update(self.graph.run(inputs, targets)))
+        flat = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+        graph_inputs = inputs if not extras else (*flat, *extras)
+        optimizer.step(closure=lambda: out.update(self.graph.run(graph_inputs, targets)))
         terms = {k.removeprefix(_TERM): v for k, v in out.items() if k.startswith(_TERM)}
         return StepResult(out["loss"], terms, out["correct"])
 
@@ -178,11 +189,28 @@ class CUDAGraphRunner(StepRunner):
             self.graph.invalidate()
 
 
-def _packed(step: Step) -> Callable[[Any, Tensor], dict[str, Tensor]]:
+@dataclass(frozen=True)
+class _Layout:
+    """How a batch's inputs were given: one tensor, or a tuple of ``views`` tensors (fixed for a fit)."""
+
+    single: bool
+    views: int
+
+    def split(self, graph_inputs: Any) -> tuple[Any, tuple[Tensor, ...]]:
+        """The step's ``(inputs, extras)`` from what the graph was given (the inputs, then the extras, flat)."""
+        if isinstance(graph_inputs, Tensor):
+            return graph_inputs, ()
+        flat = tuple(graph_inputs)
+        inputs = flat[0] if self.single else flat[: self.views]
+        return inputs, flat[self.views :]
+
+
+def _packed(step: Step, layout: _Layout) -> Callable[[Any, Tensor], dict[str, Tensor]]:
     """``step`` as :class:`WholeStepGraph` wants it: one flat dict with the loss, the correct count and the terms."""
 
-    def step_fn(inputs: Any, targets: Tensor) -> dict[str, Tensor]:
-        logits, terms = step(inputs, targets)
+    def step_fn(graph_inputs: Any, targets: Tensor) -> dict[str, Tensor]:
+        inputs, extras = layout.split(graph_inputs)
+        logits, terms = step(inputs, targets, extras)
         return {
             "loss": sum_terms(terms),
             "correct": count_correct(logits, targets),

@@ -3,9 +3,10 @@
 :class:`Teacher` takes one network or several (an ensemble, whose logits are the mean of its members'), freezes
 them, keeps them in eval mode, runs them under :func:`torch.no_grad`, owns the optional BatchNorm-folded copies and
 knows whether trained weights are present. The module asks it for a batch's :class:`TeacherOutput` and for nothing
-else about the teacher's computation, so a new source of teacher outputs (logits read from a cache, intermediate
-features beside the logits) is a subclass that overrides :meth:`Teacher.outputs` and fills the output's fields,
-without a change to the module.
+else about the teacher's computation, so a new source of teacher outputs (logits read from a cache,
+:class:`~lightning_kd.teacher_cache.CachedTeacher`; intermediate features beside the logits) is a subclass that
+overrides :meth:`Teacher.outputs` (and :meth:`Teacher.step_extras` when it reads more of the batch) and fills the
+output's fields, without a change to the module.
 
 The networks stay registered on the module (``module.teacher``: the network itself, or a
 :class:`~lightning_kd.models.ensemble.LogitEnsemble` of several), so checkpoints keep their ``teacher.*`` keys and
@@ -103,14 +104,26 @@ class Teacher:
 
     # ------------------------------------------------------------------ outputs
 
-    def outputs(self, inputs: Tensor | tuple[Tensor, ...] | list[Tensor], batch: Any = None) -> TeacherOutput:
+    def step_extras(self, batch_extras: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """What a training step needs from the batch beyond its inputs: nothing, the networks see the inputs.
+
+        A source that reads outputs by sample (a logit cache, :class:`~lightning_kd.teacher_cache.CachedTeacher`)
+        returns the batch's keys; the step runner hands them to :meth:`outputs` as ``extras`` (under a CUDA graph,
+        through static buffers like the inputs).
+        """
+        del batch_extras
+        return ()
+
+    def outputs(
+        self, inputs: Tensor | tuple[Tensor, ...] | list[Tensor], extras: tuple[Tensor, ...] = ()
+    ) -> TeacherOutput:
         """The teacher's outputs for a batch's inputs (a tensor, or a tuple of views), computed under ``no_grad``.
 
         Args:
             inputs: the batch's inputs, as the student sees them.
-            batch: the whole batch, for sources that need more than the inputs (e.g. sample indices of a cache).
+            extras: what :meth:`step_extras` took from a training batch (empty in evaluation); unused here.
         """
-        del batch  # computed from the inputs
+        del extras  # computed from the inputs
         # not inference_mode: the loss saves teacher probabilities for backward
         with torch.no_grad():
             member_logits = tuple(apply_views(net, inputs) for net in self.forward_members())

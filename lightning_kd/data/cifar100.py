@@ -1,5 +1,6 @@
 """CIFAR-100 in torchvision's on-disk format, with the reference augmentation and normalization."""
 
+import hashlib
 import pickle
 import warnings
 from pathlib import Path
@@ -11,12 +12,15 @@ from torchvision.datasets import CIFAR100
 from torchvision.datasets.utils import check_integrity
 from typing_extensions import override
 
+from lightning_kd.contracts import ViewSpace
 from lightning_kd.data.base import BaseDataModule
 from lightning_kd.data.device_augment import (
     UInt8ImageDataset,
     augment_uint8_batch,
     normalize_uint8_batch,
+    num_crop_flip_views,
     random_crop_flip_params,
+    view_ids,
 )
 from lightning_kd.data.randaugment import TwoViews
 from lightning_kd.data.transforms import (
@@ -60,6 +64,11 @@ class CIFAR100DataModule(BaseDataModule):
             memory copy). Batches read from the dataloaders directly are raw uint8 until the hook runs. The
             dataset stays map-style, so under DDP Lightning's ``DistributedSampler`` gives each rank its own
             shard. Cannot be combined with ``two_views`` (RandAugment is a PIL pipeline).
+        view_keys: With ``device_augment=True``, training batches become ``(images, targets, keys)``: ``keys`` are
+            ``(B,)`` int64, each sample's dataset index times 162 plus the id of its drawn view (crop corner and
+            flip, :func:`~lightning_kd.data.device_augment.view_ids`). A teacher-logit cache
+            (``DistillationModule(teacher_cache=...)``) reads the teacher's logits by these keys; the augmentation
+            drawn is the same as without keys. Evaluation batches stay ``(images, targets)``.
     """
 
     def __init__(
@@ -73,6 +82,7 @@ class CIFAR100DataModule(BaseDataModule):
         val_batch_size: int | None = None,
         two_views: bool = False,
         device_augment: bool = False,
+        view_keys: bool = False,
     ) -> None:
         super().__init__(batch_size, num_workers, drop_last=drop_last, val_batch_size=val_batch_size)
         if two_views and device_augment:
@@ -81,8 +91,16 @@ class CIFAR100DataModule(BaseDataModule):
                 "Cutout are a per-image PIL pipeline, while device_augment only does crop and flip on the device. "
                 "For MLKD set two_views=True and device_augment=False."
             )
+        if view_keys and not device_augment:
+            raise ValueError(
+                "view_keys=True needs device_augment=True: only the batch augmentation on the device draws each "
+                "image's crop and flip explicitly (the per-image PIL pipeline does not report what it drew). Set "
+                "--data.init_args.device_augment true (configs/cifar100/cached.yaml does both)."
+            )
         self.two_views = two_views
         self.device_augment = device_augment
+        self.view_keys = bool(view_keys)
+        self._fingerprint: str | None = None
         self._normalization: dict[torch.device, tuple[Tensor, Tensor]] = {}
         self.data_dir = str(data_dir)
         self.download = download
@@ -135,25 +153,66 @@ class CIFAR100DataModule(BaseDataModule):
         """
         if not self.device_augment:
             return batch
-        images, targets = batch
+        images, targets, *indices = batch
         training = self.trainer is not None and self.trainer.training
+        if training and indices:
+            images, views = self.device_transform(images, training=True, return_views=True)
+            return images, targets, indices[0].to(views.device) * self.num_crop_views + views
         return self.device_transform(images, training=training), targets
 
-    def device_transform(self, images: Tensor, *, training: bool) -> Tensor:
+    #: the zero border of the training crop (the reference's 4)
+    padding: ClassVar[int] = 4
+
+    @property
+    def num_crop_views(self) -> int:
+        """Distinct training views of an image: ``(2 * 4 + 1)^2`` crop corners times 2 flips = 162."""
+        return num_crop_flip_views(self.padding)
+
+    def device_transform(
+        self, images: Tensor, *, training: bool, return_views: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """The ``device_augment`` transform of a ``(B, 3, 32, 32)`` uint8 batch, on the batch's device.
 
         Args:
             images: Raw uint8 pixels.
             training: Draw a random crop (zero padding 4) and flip per image before normalizing.
+            return_views: Also return each image's drawn view id (training only).
 
         Returns:
-            ``(B, 3, 32, 32)`` float32 normalized images.
+            ``(B, 3, 32, 32)`` float32 normalized images; with ``return_views`` also the ``(B,)`` int64 view ids.
         """
         mean, std = self._normalization_on(images.device)
         if not training:
             return normalize_uint8_batch(images, mean, std)
-        offsets, flips = random_crop_flip_params(images.shape[0], padding=4, device=images.device)
-        return augment_uint8_batch(images, offsets, flips, mean, std, padding=4)
+        offsets, flips = random_crop_flip_params(images.shape[0], padding=self.padding, device=images.device)
+        augmented = augment_uint8_batch(images, offsets, flips, mean, std, padding=self.padding)
+        return (augmented, view_ids(offsets, flips, self.padding)) if return_views else augmented
+
+    def view_space(self) -> ViewSpace | None:
+        """The training views' key space (:class:`~lightning_kd.contracts.KeyedViewsData`), after ``setup("fit")``.
+
+        ``None`` without ``device_augment`` (the PIL pipeline's draws are not reported). The data fingerprint is the
+        SHA-256 of the training images and labels as loaded (computed once; about 0.3 s for CIFAR-100).
+
+        Raises:
+            RuntimeError: before ``setup("fit")`` loaded the training split.
+        """
+        if not self.device_augment:
+            return None
+        if not isinstance(self.train_set, UInt8ImageDataset):
+            raise RuntimeError("view_space() needs the training split: call setup('fit') first.")
+        if self._fingerprint is None:
+            self._fingerprint = uint8_data_fingerprint(self.train_set.images, self.train_set.targets)
+        return ViewSpace(
+            num_images=len(self.train_set),
+            num_views=self.num_crop_views,
+            image_size=int(self.train_set.images.shape[-1]),
+            padding=self.padding,
+            flips=True,
+            mean=tuple(float(m) for m in self.mean),
+            std=tuple(float(s) for s in self.std),
+            data_fingerprint=self._fingerprint,
+        )
 
     def _normalization_on(self, device: torch.device) -> tuple[Tensor, Tensor]:
         # Cached per device: creating them per batch would copy host memory to the device at every step.
@@ -169,7 +228,8 @@ class CIFAR100DataModule(BaseDataModule):
         if self.device_augment:
             raw = self._read(dataset_cls, train=train, transform=None)
             images = torch.from_numpy(raw.data).permute(0, 3, 1, 2).contiguous()  # (N, 32, 32, 3) -> (N, 3, 32, 32)
-            return UInt8ImageDataset(images, torch.tensor(raw.targets, dtype=torch.long))
+            targets = torch.tensor(raw.targets, dtype=torch.long)
+            return UInt8ImageDataset(images, targets, with_indices=train and self.view_keys)
         if not train:
             transform = cifar_eval_transform(self.mean, self.std)
         elif self.two_views:
@@ -222,6 +282,15 @@ class CIFAR100DataModule(BaseDataModule):
             "Pass download=True to fetch the original files. A copy whose files have different checksums "
             "(such as a reconstructed copy) needs verify_checksums=False."
         )
+
+
+def uint8_data_fingerprint(images: Tensor, targets: Tensor) -> str:
+    """SHA-256 of a uint8 image tensor and its labels (shapes included): the identity of a training split."""
+    digest = hashlib.sha256()
+    digest.update(repr((tuple(images.shape), tuple(targets.shape))).encode())
+    digest.update(images.contiguous().numpy())  # the buffer itself, no copy
+    digest.update(targets.to(torch.int64).contiguous().numpy())
+    return digest.hexdigest()
 
 
 class _UncheckedCIFAR100(CIFAR100):

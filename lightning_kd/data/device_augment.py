@@ -17,9 +17,12 @@ from torch.utils.data import Dataset
 __all__ = [
     "UInt8ImageDataset",
     "augment_uint8_batch",
+    "crop_flip_params_of_views",
     "keep_batch",
     "normalize_uint8_batch",
+    "num_crop_flip_views",
     "random_crop_flip_params",
+    "view_ids",
 ]
 
 
@@ -125,7 +128,52 @@ def random_crop_flip_params(batch: int, padding: int = 4, device: torch.device |
     return offsets, flips
 
 
-def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+def num_crop_flip_views(padding: int = 4) -> int:
+    """How many distinct views the crop-and-flip augmentation has: ``(2p + 1)^2`` crop corners times 2 flips.
+
+    With the reference padding 4 that is ``9 * 9 * 2 = 162`` views per image.
+    """
+    return (2 * padding + 1) ** 2 * 2
+
+
+def view_ids(offsets: Tensor, flips: Tensor, padding: int = 4) -> Tensor:
+    """The integer id in ``0 .. num_crop_flip_views(padding) - 1`` of each image's drawn view.
+
+    ``id = (top * (2p + 1) + left) * 2 + flip``: views of one crop corner are adjacent, so a whole image's views
+    are one contiguous run when stored in id order. :func:`crop_flip_params_of_views` is the inverse.
+
+    Args:
+        offsets: ``(B, 2)`` crop corners ``(top, left)``, each in ``0..2 * padding``.
+        flips: ``(B,)`` bool.
+        padding: the augmentation's zero border.
+
+    Returns:
+        ``(B,)`` int64 view ids, on the inputs' device.
+    """
+    side = 2 * padding + 1
+    offsets = offsets.long()
+    return (offsets[:, 0] * side + offsets[:, 1]) * 2 + flips.long()
+
+
+def crop_flip_params_of_views(ids: Tensor, padding: int = 4) -> tuple[Tensor, Tensor]:
+    """Crop corners and flips of view ids (the inverse of :func:`view_ids`).
+
+    Returns:
+        ``offsets`` ``(B, 2)`` int64 and ``flips`` ``(B,)`` bool, on the ids' device.
+
+    Raises:
+        ValueError: an id outside ``0 .. num_crop_flip_views(padding) - 1``.
+    """
+    ids = ids.long()
+    count = num_crop_flip_views(padding)
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= count):
+        raise ValueError(f"view ids must lie in 0..{count - 1} for padding {padding}, got {ids.min()}..{ids.max()}.")
+    side = 2 * padding + 1
+    corner = ids // 2
+    return torch.stack((corner // side, corner % side), dim=1), (ids % 2).bool()
+
+
+def keep_batch(batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     """Collate function for :class:`UInt8ImageDataset`: the batch is already stacked."""
     return batch
 
@@ -140,26 +188,32 @@ class UInt8ImageDataset(Dataset):
     Args:
         images: ``(N, C, H, W)`` uint8 pixels.
         targets: ``(N,)`` int64 labels.
+        with_indices: samples and batches carry a third element, the ``(B,)`` int64 dataset indices (what a teacher
+            cache looks the samples up by).
     """
 
     # The loader's collate function (read by the data modules): batches come out of __getitems__ stacked.
     collate_fn = staticmethod(keep_batch)
 
-    def __init__(self, images: Tensor, targets: Tensor) -> None:
+    def __init__(self, images: Tensor, targets: Tensor, with_indices: bool = False) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise TypeError(f"images must be an (N, C, H, W) uint8 tensor, got {images.dtype} {tuple(images.shape)}.")
         if targets.shape != (images.shape[0],):
             raise ValueError(f"targets must have shape ({images.shape[0]},), got {tuple(targets.shape)}.")
         self.images = images
         self.targets = targets.long()
+        self.with_indices = bool(with_indices)
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, index: int) -> tuple[Tensor, ...]:
+        if self.with_indices:
+            return self.images[index], self.targets[index], torch.tensor(index, dtype=torch.long)
         return self.images[index], self.targets[index]
 
-    def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
+    def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, ...]:
         index = torch.as_tensor(indices, dtype=torch.long)
         # index_select copies whole rows; advanced indexing (images[index]) copies byte by byte, ~100x slower on a CPU.
-        return self.images.index_select(0, index), self.targets.index_select(0, index)
+        batch = self.images.index_select(0, index), self.targets.index_select(0, index)
+        return (*batch, index) if self.with_indices else batch
