@@ -7,9 +7,16 @@ from collections.abc import Callable
 
 from torch import nn
 
+from lightning_kd.models import vit as _vit
+
 ModelFactory = Callable[..., nn.Module]
 
 _MODELS: dict[str, ModelFactory] = {}
+
+# Built by name but not listed: the paper's ViT-table students and their pycls ResNet-56 teacher (224 px inputs,
+# no BatchNorm to fold: the zoo-wide tests and presets do not apply). The package imports each builder's module
+# (and timm, an optional dependency) only when the builder is first asked for.
+_UNLISTED = frozenset(_vit.__all__)
 
 
 def register_model(fn: ModelFactory) -> ModelFactory:
@@ -19,6 +26,8 @@ def register_model(fn: ModelFactory) -> ModelFactory:
         ValueError: if the name is already registered (two architectures must never share a name).
     """
     name = fn.__name__
+    if name in _UNLISTED:
+        raise ValueError(f"A model named {name!r} is already defined in {_vit.__name__}.")
     if name in _MODELS:
         raise ValueError(f"A model named {name!r} is already registered ({_MODELS[name].__module__}).")
     _MODELS[name] = fn
@@ -31,10 +40,12 @@ def get_model_factory(name: str) -> ModelFactory:
     Raises:
         ValueError: naming the unknown model, the closest registered names, and the prefixes for other libraries.
     """
+    if name in _UNLISTED:
+        return getattr(_vit, name)
     try:
         return _MODELS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, _MODELS, n=3, cutoff=0.5)
+        close = difflib.get_close_matches(name, [*_MODELS, *sorted(_UNLISTED)], n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(
             f"Unknown model {name!r}.{hint} Use one of lightning_kd.models.list_models(), or a "
