@@ -187,11 +187,17 @@ class TeacherLogitCache:
                 f"teacher cache {self.path} holds a {array.dtype} array of shape {array.shape}, but its metadata says "
                 f"float32 {expected_shape}: the file is damaged or not this metadata's; rebuild it."
             )
+        self._array = array
         with warnings.catch_warnings():
             # a read-only memory map: torch warns that the tensor is not writable; nothing ever writes to it
             warnings.simplefilter("ignore", UserWarning)
             self._host = torch.from_numpy(array)
         self._table = self._host
+
+    @property
+    def memory_mapped(self) -> bool:
+        """Whether lookups read the file's memory map (no private copy of the logits in this process)."""
+        return isinstance(self._array, np.memmap) and self._table is self._host
 
     @property
     def num_views(self) -> int:

@@ -333,3 +333,147 @@ def test_checkpoints_hold_the_caches_metadata_only_and_a_resume_checks_it(
         r"teacher.weights_sha256",
     ):
         _fit(again, _data(cifar_dir), epochs=2, tmp_path=tmp_path / "bad", ckpt_path=str(tampered))
+
+
+# ---------------------------------------------------------------- through the CLI
+
+
+REPO = Path(__file__).resolve().parents[1]
+CPU_PRESET = REPO / "configs" / "cifar100" / "cpu_scale" / "kd_ls.yaml"
+CACHED = REPO / "configs" / "cifar100" / "cached.yaml"
+
+
+def test_cache_teacher_then_fit_with_the_overlay_through_the_cli(cifar_dir, tmp_path, monkeypatch, capsys):
+    from lightning_kd.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    teacher = tmp_path / "resnet20.pth"
+    torch.manual_seed(1)
+    torch.save({"model": create_model("resnet20", 100).state_dict()}, teacher)
+    small = [
+        f"--data.init_args.data_dir={cifar_dir}",
+        f"--data.init_args.batch_size={BATCH}",
+        f"--model.init_args.teacher_weights={teacher}",
+    ]
+    assert main(["cache-teacher", "--config", str(CPU_PRESET), "--output", "r20.npy", "--no-progress", *small]) == 0
+    out = capsys.readouterr().out
+    assert "teacher cache complete: r20.npy" in out
+    metadata = json.loads((tmp_path / "r20.npy.json").read_text())
+    assert metadata["teacher"]["architecture"] == "resnet20"
+    assert metadata["augmentation"] == {
+        "image_size": 32,
+        "padding": 4,
+        "flips": True,
+        "num_views": VIEWS,
+        "key": "key = index * num_views + (top * (2 * padding + 1) + left) * 2 + flip",
+    }
+    assert metadata["precision"] == "float32"
+    assert metadata["progress"] == {"images_done": N_TRAIN, "complete": True}
+
+    fit = ["fit", "--config", str(CPU_PRESET), "--config", str(CACHED), *small, "--trainer.max_epochs=1"]
+    fit += ["--trainer.limit_val_batches=1", "--model.init_args.teacher_cache=r20.npy"]
+    assert main(fit) == 0
+    record = torch.load(tmp_path / "runs/cifar100/cpu_scale/kd_ls/latest/checkpoints/last.ckpt", weights_only=True)
+    assert record["hyper_parameters"]["teacher_cache"] == str(tmp_path / "r20.npy")
+    assert record["teacher_cache"]["teacher"]["weights_sha256"] == metadata["teacher"]["weights_sha256"]
+
+    # the overlay's fit with another teacher's weights: one clear message, exit code 2, nothing trained
+    other = tmp_path / "other.pth"
+    torch.save({"model": create_model("resnet20", 100).state_dict()}, other)
+    assert main([*fit, f"--model.init_args.teacher_weights={other}"]) == 2
+    assert "teacher.weights_sha256: the cache has" in capsys.readouterr().err
+
+
+def test_the_overlay_sets_only_the_data_options():
+    import yaml
+
+    assert yaml.safe_load(CACHED.read_text()) == {
+        "data": {"init_args": {"device_augment": True, "view_keys": True, "num_workers": 0}}
+    }
+
+
+# ---------------------------------------------------------------- precision and the graphed step
+
+
+def test_cached_logits_stay_float32_under_bf16_mixed(cache_file, cifar_dir, teacher_file):
+    seen = []
+
+    class Spy(DistillationModule):
+        def compute_loss_terms(self, student_logits, teacher_logits, targets):
+            seen.append((student_logits.dtype, teacher_logits.dtype))
+            return super().compute_loss_terms(student_logits, teacher_logits, targets)
+
+    torch.manual_seed(0)
+    module = Spy(
+        "resnet8",
+        "resnet8",
+        KD(),
+        num_classes=100,
+        teacher_weights=teacher_file,
+        teacher_cache=str(cache_file),
+        lr_scheduler=None,
+    )
+    _fit(module, _data(cifar_dir), epochs=1, precision="bf16-mixed")
+    assert seen
+    assert {teacher for _, teacher in seen} == {torch.float32}
+    assert {student for student, _ in seen} == {torch.bfloat16}  # autocast did run the student in bf16
+
+
+def test_the_graphed_runner_hands_the_view_keys_to_the_step_through_its_static_buffers(cache_file, teacher_file):
+    """The CUDA-graph runner packs the keys beside the inputs; a replay reads them from the static buffers."""
+    from lightning_kd._views import first_view
+    from lightning_kd.step_runners import _Layout, _packed
+
+    module = _module(teacher_file, teacher_cache=str(cache_file))
+    cache = module.teacher_component.open(TeacherLogitCache(cache_file).compared_metadata())
+    inputs = torch.randn(4, 3, 32, 32)
+    keys = torch.tensor([3, 170, 900, 5000])
+    seen = {}
+
+    def step(x, y, extras):
+        seen["inputs"], seen["extras"] = x, extras
+        logits = first_view(module.teacher_component.outputs(x, extras).logits)
+        return logits, {"kd": logits.sum() * 0}
+
+    fn = _packed(step, _Layout(single=True, views=1))
+    out = fn((inputs, keys), torch.zeros(4, dtype=torch.long))
+    assert seen["inputs"] is inputs
+    assert torch.equal(seen["extras"][0], keys)
+    assert torch.equal(out["correct"], (cache.lookup(keys).argmax(-1) == 0).sum(dtype=torch.float32))
+    # two views and no extras: the layout gives the views back as they were
+    views = (inputs, inputs + 1)
+    _packed(step, _Layout(single=False, views=2))(views, torch.zeros(4, dtype=torch.long))
+    assert seen["extras"] == ()
+    assert len(seen["inputs"]) == 2
+
+
+# ---------------------------------------------------------------- DDP
+
+
+def test_ddp_on_two_processes_memory_maps_the_cache_and_trains_as_the_live_teacher(
+    cache_file, cifar_dir, teacher_file, tmp_path
+):
+    import subprocess
+    import sys
+
+    from tests.helpers import ddp_cache
+
+    for tag, cache in (("cached", str(cache_file)), ("live", "none")):
+        result = subprocess.run(
+            [sys.executable, ddp_cache.__file__, str(tmp_path), str(cifar_dir), teacher_file, cache, tag],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-4000:]
+    reports = {
+        (tag, rank): json.loads((tmp_path / f"{tag}_rank{rank}.json").read_text())
+        for tag in ("cached", "live")
+        for rank in (0, 1)
+    }
+    assert reports["cached", 0]["memory_mapped"] is True
+    assert reports["cached", 1]["memory_mapped"] is True
+    assert reports["live", 0]["memory_mapped"] is None
+    hashes = {report["student_sha256"] for report in reports.values()}
+    assert len(hashes) == 1  # both ranks, with and without the cache: the same student
