@@ -18,6 +18,12 @@ KD + logit standardization (T 2, CE 0.1, KD 9), SGD (lr 0.05, momentum 0.9, wd 5
    (``capture_s``); ``bare_graph_nchw`` the same in NCHW. ``fast`` over ``bare_graph`` is what Lightning, the
    module and the data pipeline cost per step;
 5. ``reference_again``: the reference loop once more, at the end; the two reference rows differ by noise only.
+6. The teacher-logit cache (``lightning_kd.teacher_cache``), on a smaller fake training set of ``--cache-images``
+   images (a complete cache of 50,000 images takes minutes to build): ``cache_build`` builds the cache of that set
+   (fp32, TF32 off, ``--cache-batch`` forwards per batch) and reports views per second and the minutes a complete
+   CIFAR-100 build (8.1 M views) takes at that rate; ``fast_small`` is ``fast`` on that set and ``fast_cached`` the
+   same with ``teacher_cache`` (``view_keys=True``), both over as many epochs as the timed window needs (a CUDA-graph
+   re-capture at each epoch start is inside the window for both). ``fast_cached / fast_small`` is the cache's gain.
 
 Each measurement runs ``--warmup`` steps (worker start-up, cuDNN autotuning, graph capture), then times
 ``--steps`` steps with the device synchronised at both ends. Only training steps are timed (no validation,
@@ -98,14 +104,16 @@ class _Window(Callback):
     def __init__(self, warmup: int, steps: int, device: torch.device) -> None:
         self.warmup, self.steps, self.device = warmup, steps, device
         self.start = self.end = math.nan
+        self.seen = 0  # batches started, over every epoch (a small data set needs several epochs)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if batch_idx == self.warmup:
+        if self.seen == self.warmup:
             _sync(self.device)
             self.start = time.perf_counter()
+        self.seen += 1
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if batch_idx == self.warmup + self.steps - 1:
+        if self.seen == self.warmup + self.steps:
             _sync(self.device)
             self.end = time.perf_counter()
 
@@ -218,19 +226,29 @@ def module_fit(
     benchmark: bool,
     data_options: dict[str, Any],
     module_options: dict[str, Any],
+    teacher: torch.nn.Module | None = None,
+    data_dir: str | None = None,
+    train_images: int = TRAIN_IMAGES,
 ) -> float:
-    """Images per second of ``DistillationModule`` under ``Trainer.fit`` with the given options."""
-    student, teacher = _networks(args)
+    """Images per second of ``DistillationModule`` under ``Trainer.fit`` with the given options.
+
+    ``teacher`` replaces the random teacher (a cache is checked against its weights); ``data_dir`` with
+    ``train_images`` images replaces the 50,000-image set (then as many epochs run as the timed window needs).
+    """
+    student, random_teacher = _networks(args)
+    teacher = random_teacher if teacher is None else teacher
     module = DistillationModule(student, teacher, _loss(), optimizer=_sgd, **module_options)
-    data = CIFAR100DataModule(args.data_dir, batch_size=args.batch_size, verify_checksums=False, **data_options)
+    data_dir = args.data_dir if data_dir is None else data_dir
+    data = CIFAR100DataModule(data_dir, batch_size=args.batch_size, verify_checksums=False, **data_options)
     window = _Window(args.warmup, args.steps, device)
+    batches_per_epoch = math.ceil(train_images / args.batch_size)
     trainer = Trainer(
         accelerator=device.type if device.type == "cpu" else "gpu",
         devices=1,
         precision=precision,
         benchmark=benchmark,
-        max_epochs=1,
-        limit_train_batches=args.warmup + args.steps,
+        max_epochs=math.ceil((args.warmup + args.steps) / batches_per_epoch),
+        limit_train_batches=min(args.warmup + args.steps, batches_per_epoch),
         limit_val_batches=0,
         num_sanity_val_steps=0,
         logger=CSVLogger(tmp, name="gpu_epoch"),
@@ -275,6 +293,56 @@ def variants(args: argparse.Namespace, device: torch.device, tmp: str) -> dict[s
 
     fast_data = {"device_augment": True, "num_workers": 0}
     fold = {"fold_teacher_bn": True}  # as every distillation preset sets it
+    fast_module = {**fold, "cuda_graph": True, "channels_last": True}
+    cache: dict[str, Any] = {}
+
+    def build_cache() -> dict[str, float]:
+        from lightning_kd.apps.cache_teacher import build_teacher_cache
+
+        cache["data_dir"] = str(Path(tmp) / "cache_data")
+        write_fake_cifar100(cache["data_dir"], n_train=args.cache_images, n_test=100)
+        _, cache["teacher"] = _networks(args)
+        module = DistillationModule(_networks(args)[0], cache["teacher"], _loss(), optimizer=_sgd)
+        data = CIFAR100DataModule(
+            cache["data_dir"],
+            batch_size=args.batch_size,
+            verify_checksums=False,
+            num_workers=0,
+            device_augment=True,
+            view_keys=True,
+        )
+        data.setup("fit")
+        _sync(device)
+        start = time.perf_counter()
+        path = Path(tmp) / "teacher_cache.npy"
+        build_teacher_cache(module, data, path, batch_size=args.cache_batch, device=device, progress=False)
+        _sync(device)
+        seconds = time.perf_counter() - start
+        cache["path"] = str(path)
+        views = args.cache_images * 162
+        return {"views_per_s": views / seconds, "minutes_full_build": TRAIN_IMAGES * 162 / (views / seconds) / 60}
+
+    def cached_fit(with_cache: bool) -> Callable[[], float]:
+        def measure() -> float:
+            if "path" not in cache:
+                raise NotImplementedError("cache_build did not run (it builds the cache these rows read)")
+            teacher = cache["teacher"]
+            options = {**fast_module, "teacher_cache": cache["path"]} if with_cache else fast_module
+            return module_fit(
+                args,
+                device,
+                tmp,
+                precision="bf16-mixed",
+                benchmark=True,
+                data_options={**fast_data, "view_keys": with_cache},
+                module_options=options,
+                teacher=teacher,
+                data_dir=cache["data_dir"],
+                train_images=args.cache_images,
+            )
+
+        return measure
+
     return {
         "reference": lambda: reference_loop(args, device),
         "default": fit("32-true", {"num_workers": args.workers}, fold),
@@ -286,6 +354,9 @@ def variants(args: argparse.Namespace, device: torch.device, tmp: str) -> dict[s
         "bare_graph_nchw": lambda: _with_cudnn_benchmark(bare_graph, args, device, False),
         # the first row again, last: the spread between the two says what difference is noise
         "reference_again": lambda: reference_loop(args, device),
+        "cache_build": build_cache,
+        "fast_small": cached_fit(with_cache=False),
+        "fast_cached": cached_fit(with_cache=True),
     }
 
 
@@ -304,9 +375,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--budget-s", type=float, default=270.0, help="skip the remaining rows after this time")
     parser.add_argument("--data-dir", default=None, help="where to write the fake CIFAR-100 (default: a temp dir)")
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--cache-images", type=int, default=4096, help="training images of the teacher-cache rows")
+    parser.add_argument("--cache-batch", type=int, default=4096, help="teacher forwards per batch of the build")
     args = parser.parse_args(argv)
     if args.smoke:
         args.steps, args.warmup, args.batch_size, args.workers = 3, 2, 16, 2
+        args.cache_images, args.cache_batch = 20, 648
         args.student, args.teacher = "resnet8", "resnet20"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu" and not args.smoke:
@@ -366,8 +440,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "img_per_s" in row:
             ratio = f"{row['ratio_to_reference']:.2f}" if "ratio_to_reference" in row else "-"
             print(f"| {name} | {row['img_per_s']:,.0f} | {ratio} | {row['minutes_240_epochs']:.1f} |")
+        elif "views_per_s" in row:
+            print(f"| {name} | {row['views_per_s']:,.0f} views/s | | full build {row['minutes_full_build']:.1f} |")
         else:
             print(f"| {name} | skipped: {row['skipped']} | | |")
+    small, cached = (results.get(k, {}).get("img_per_s") for k in ("fast_small", "fast_cached"))
+    if small and cached:
+        report["cache_gain"] = cached / small
+        print(f"teacher cache: fast_cached / fast_small = {cached / small:.2f}x")
     capture = results.get("bare_graph", {}).get("capture_s")
     if capture is not None:
         print(

@@ -57,6 +57,14 @@ def run_command(tokens: list[str]) -> None:
         args = tokens[3:]
     else:
         pytest.fail(f"tests/test_readme.py does not know how to run this README command: {shlex.join(tokens)}")
+    if args[0] == "cache-teacher" and any(a.startswith(HEAVY_CONFIGS) for a in args):
+        # a build over the real data with a published teacher: its arguments and preset are checked, not run
+        from lightning_kd.apps.cache_teacher import _parser
+
+        parsed, rest = _parser().parse_known_args(args[1:])
+        assert not rest, f"unknown cache-teacher arguments in the README: {rest}"
+        assert all((REPO / config).is_file() for config in parsed.config), parsed.config
+        return
     redirect = None
     if ">" in args:
         redirect = Path(args[args.index(">") + 1])
