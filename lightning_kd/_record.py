@@ -34,7 +34,9 @@ _PRIMITIVES = (bool, int, float, str, type(None))
 #: checkpoint key of the data record (class count, normalization) that the CLI's ``RecordData`` callback writes
 DATA_RECORD_KEY = "lightning_kd_data"
 #: prefixes of the constructor arguments that are objects described by ``<prefix>.class_path`` + ``<prefix>.<arg>``
-OBJECT_PREFIXES = ("loss", "optimizer", "lr_scheduler")
+OBJECT_PREFIXES = ("loss", "feature_loss", "optimizer", "lr_scheduler")
+#: the object prefixes whose record rebuilds the object itself (the others are factories called later)
+_BUILT_OBJECTS = ("loss", "feature_loss")
 #: (network arguments, module class) per record shape: a record with ``student`` and ``teacher`` (each a name, or a
 #: ``<arg>_class`` for a given module) is a DistillationModule's, one with ``model`` a ClassificationModule's
 RECORD_SHAPES: tuple[tuple[tuple[str, ...], str], ...] = (
@@ -70,9 +72,12 @@ def describe_network(role: str, spec: nn.Module | str) -> dict[str, Any]:
     return {f"{role}_class": class_path(type(spec))}
 
 
-def describe_loss(loss: Any) -> dict[str, Any]:
-    """``{loss.class_path: ..., loss.<arg>: ...}`` from a loss strategy's :meth:`hparams_dict`."""
-    return {f"loss.{k}": v for k, v in loss.hparams_dict().items()}
+def describe_loss(loss: Any, prefix: str = "loss") -> dict[str, Any]:
+    """``{loss.class_path: ..., loss.<arg>: ...}`` from a loss strategy's :meth:`hparams_dict` (``None``: ``{prefix:
+    None}``); ``prefix`` is the constructor argument (``loss``, ``feature_loss``)."""
+    if loss is None:
+        return {prefix: None}
+    return {f"{prefix}.{k}": v for k, v in loss.hparams_dict().items()}
 
 
 def describe_factory(prefix: str, factory: Callable[..., Any] | None) -> dict[str, Any]:
@@ -236,6 +241,6 @@ def init_kwargs_from_record(
     # only the objects this class takes and the caller did not pass (an overridden lambda need not be rebuildable)
     needed = {k: v for k, v in record.items() if k.partition(".")[0] in params - set(overrides)}
     for prefix, config in object_configs(needed, "pass it to load_from_checkpoint").items():
-        kwargs[prefix] = build_object(config, partial=prefix != "loss")
+        kwargs[prefix] = build_object(config, partial=prefix not in _BUILT_OBJECTS)
     kwargs.update(overrides)
     return kwargs

@@ -17,7 +17,13 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
-from lightning_kd._record import absolute_weights_path, class_path, describe_factory, describe_network
+from lightning_kd._record import (
+    absolute_weights_path,
+    class_path,
+    describe_factory,
+    describe_loss,
+    describe_network,
+)
 from lightning_kd._system import (
     Batch,
     ClassifierSystem,
@@ -25,7 +31,9 @@ from lightning_kd._system import (
 )
 from lightning_kd._views import apply_views, first_view
 from lightning_kd.contracts import KeyedViewsData, ValidationOutput, ViewsData
+from lightning_kd.features import feature_network
 from lightning_kd.losses.base import DistillationLoss
+from lightning_kd.losses.features import FeatureLoss
 from lightning_kd.models.ensemble import LogitEnsemble
 from lightning_kd.models.external import TIMM_PREFIX, TORCHVISION_PREFIX
 from lightning_kd.models.factory import build_network, infer_num_classes
@@ -103,6 +111,33 @@ def _weights_file_missing(weights: str | None) -> bool:
     )
 
 
+def _check_feature_loss(
+    feature_loss: FeatureLoss | None, loss: DistillationLoss, teacher: Any, teacher_cache: str | None
+) -> None:
+    """Refuse a feature loss the module cannot serve, naming why."""
+    if feature_loss is None:
+        return
+    if not isinstance(feature_loss, FeatureLoss):
+        raise TypeError(
+            f"feature_loss must be a FeatureLoss (e.g. lightning_kd.losses.FitNet), got {type(feature_loss).__name__}"
+        )
+    if teacher_cache is not None:
+        raise ValueError(
+            "teacher_cache holds the teacher's logits only, but the feature loss reads the teacher's intermediate "
+            "features each step: drop teacher_cache (the teacher must run) or the feature loss."
+        )
+    if loss.num_views != 1:
+        raise ValueError(
+            f"{type(loss).__name__} takes {loss.num_views} views of each image; a feature loss reads one view's "
+            "features: combine it with a one-view loss (KD, DKD, CTKD)."
+        )
+    if isinstance(teacher, (list, tuple)) and len(teacher) > 1:
+        raise ValueError(
+            f"A feature loss reads one teacher's intermediate features, but {len(teacher)} teachers were given: "
+            "distil features from a single teacher."
+        )
+
+
 class DistillationModule(ClassifierSystem):
     r"""Distil a frozen teacher into a trainable student with a pluggable :class:`DistillationLoss`.
 
@@ -163,6 +198,14 @@ class DistillationModule(ClassifierSystem):
             (not MLKD). ``fit`` checks the cache's metadata against the teacher's weights, the data, the augmentation
             and the normalization and refuses a mismatch naming the field; a resumed fit checks it again against the
             checkpoint's. Recorded as an absolute path.
+        feature_loss: an intermediate-feature objective added to ``loss`` (:class:`~lightning_kd.losses.FitNet`,
+            :class:`~lightning_kd.losses.AT`, :class:`~lightning_kd.losses.LocalityGuidance`): it declares the
+            student's and the teacher's layers (indices of ``forward_intermediates`` or submodule names,
+            :mod:`lightning_kd.features`), which the training step takes from the same forward passes as the logits
+            (the teacher's from its folded copy with ``fold_teacher_bn``); its terms are summed and logged with the
+            logit loss's. Its learnable adapters are optimized with the student and saved in checkpoints
+            (``feature_loss.*``), never exported with the student. Not with several teachers, a teacher cache or a
+            two-view loss.
 
     Example::
 
@@ -192,9 +235,11 @@ class DistillationModule(ClassifierSystem):
         channels_last: bool = False,
         fold_teacher_bn: bool = False,
         teacher_cache: str | None = None,
+        feature_loss: FeatureLoss | None = None,
     ) -> None:
         if not isinstance(loss, DistillationLoss):
             raise TypeError(f"loss must be a DistillationLoss (e.g. lightning_kd.losses.KD), got {type(loss).__name__}")
+        _check_feature_loss(feature_loss, loss, teacher, teacher_cache)
         specs = _teacher_specs(teacher)
         roles = ["teacher"] if len(specs) == 1 else [f"teacher {i}" for i in range(len(specs))]
         resolved = _resolve_num_classes(num_classes, student=student, **dict(zip(roles, specs, strict=True)))
@@ -235,6 +280,12 @@ class DistillationModule(ClassifierSystem):
         else:
             self.teacher_component = CachedTeacher(self, teacher_cache, available=not missing, fold_bn=fold_teacher_bn)
         self.loss = loss
+        self.feature_loss = feature_loss
+        # the student's (logits, features) graph over its own submodules; a tuple keeps it out of state_dict
+        self._student_features: tuple[nn.Module, ...] = ()
+        if feature_loss is not None:
+            self._student_features = (feature_network(self.student, feature_loss.student_layers, "student"),)
+            self.teacher_component.request_features(feature_loss.teacher_layers)
         self.save_teacher = save_teacher
         #: compute the teacher's logits in every validation step (a callback such as LogitStatistics sets it);
         #: otherwise only at the first validation epoch, for ``teacher/val_acc1``
@@ -260,6 +311,7 @@ class DistillationModule(ClassifierSystem):
                 "fold_teacher_bn": self.fold_teacher_bn,
                 "teacher_cache": teacher_cache,
                 **{f"loss.{k}": v for k, v in loss.hparams_dict().items()},
+                **describe_loss(feature_loss, "feature_loss"),
                 **describe_factory("optimizer", optimizer),
                 **describe_factory("lr_scheduler", lr_scheduler),
             },
@@ -282,6 +334,8 @@ class DistillationModule(ClassifierSystem):
         # the student's and any loss-owned parameters (CTKD's temperature), never the teacher's
         yield from self.student.parameters()
         yield from self.loss.parameters()
+        if self.feature_loss is not None:  # the adapters (regressors) learn with the student
+            yield from self.feature_loss.parameters()
 
     @property
     def teacher_available(self) -> bool:
@@ -479,10 +533,17 @@ class DistillationModule(ClassifierSystem):
     def training_terms(
         self, inputs: Any, targets: Tensor, extras: tuple[Tensor, ...] = ()
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        teacher_logits = self.teacher_component.outputs(inputs, extras).logits  # frozen, under no_grad (or cached)
-        student_logits = apply_views(self.student, inputs)
-        terms = self.compute_loss_terms(student_logits, teacher_logits, targets)
-        return first_view(student_logits), terms
+        teacher = self.teacher_component.outputs(inputs, extras)  # frozen, under no_grad (or cached)
+        if self.feature_loss is None:
+            student_logits = apply_views(self.student, inputs)
+            return first_view(student_logits), self.compute_loss_terms(student_logits, teacher.logits, targets)
+        student_logits, student_features = self._student_features[0](inputs)  # one forward: logits and features
+        terms = self.compute_loss_terms(student_logits, teacher.logits, targets)
+        feature_terms = self.feature_loss(student_features, teacher.features)  # fp32 inside
+        clash = sorted(terms.keys() & feature_terms.keys())
+        if clash:
+            raise ValueError(f"the feature loss's terms {clash} have the names of the logit loss's: rename them.")
+        return student_logits, {**terms, **feature_terms}
 
     @override
     def validation_step(self, batch: Batch, batch_idx: int) -> ValidationOutput:

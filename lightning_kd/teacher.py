@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,6 +29,7 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import Tensor, nn
 
 from lightning_kd._views import apply_views
+from lightning_kd.features import feature_network
 from lightning_kd.models.ensemble import LogitEnsemble, mean_logits
 from lightning_kd.models.fold import fold_batchnorm, hooked_modules
 
@@ -44,12 +45,13 @@ class TeacherOutput:
     Attributes:
         logits: the teacher's logits, ``(B, K)`` or a tuple of views; for an ensemble the mean of the members'.
         member_logits: each member's logits, in the order given (one entry for a single teacher).
-        features: intermediate features by name; empty unless a source that computes them fills it.
+        features: the intermediate features asked for with :meth:`Teacher.request_features`, in that order (from
+            the same forward pass as the logits); empty when none were asked for.
     """
 
     logits: Logits
     member_logits: tuple[Logits, ...]
-    features: Mapping[str, Tensor] = field(default_factory=dict)
+    features: tuple[Tensor, ...] = ()
 
 
 class Teacher:
@@ -74,6 +76,11 @@ class Teacher:
         # each member's hooked modules when its copy was made: the copy carries (and fires) exactly their hooks
         self._folded_hooks: tuple[frozenset[str], ...] = ()
         self._eval_warning_filter: tuple[Any, ...] | None = None
+        #: the teacher layers a feature loss reads (None: logits only)
+        self.feature_layers: tuple[int | str, ...] | None = None
+        # (member, its feature network) and the folded copy of that network; tuples keep them out of nn.Module
+        self._feature_net: tuple[nn.Module, nn.Module] | None = None
+        self._folded_feature_net: tuple[nn.Module] | None = None
         self.freeze()
 
     # ------------------------------------------------------------------ the networks
@@ -126,8 +133,37 @@ class Teacher:
         del extras  # computed from the inputs
         # not inference_mode: the loss saves teacher probabilities for backward
         with torch.no_grad():
+            if self.feature_layers is not None:
+                logits, features = self.feature_forward()(inputs)
+                return TeacherOutput(logits, (logits,), tuple(features))
             member_logits = tuple(apply_views(net, inputs) for net in self.forward_members())
             return TeacherOutput(mean_logits(member_logits), member_logits)
+
+    def request_features(self, layers: Sequence[int | str]) -> None:
+        """From now on :meth:`outputs` also returns the features of ``layers`` (indices or submodule names; see
+        :mod:`lightning_kd.features`), computed in the same forward pass as the logits, folded with ``fold_bn``.
+
+        Raises:
+            ValueError: an ensemble teacher (whose members' features have no single meaning), or bad layers.
+        """
+        if isinstance(self.network, LogitEnsemble):
+            raise ValueError(
+                f"A feature loss reads one teacher's intermediate features, but this teacher is an ensemble of "
+                f"{len(self.network.members)} networks: distil features from a single teacher."
+            )
+        self.feature_layers = tuple(layers)
+        self._feature_net = (self.network, feature_network(self.network, self.feature_layers, "teacher"))
+        self._folded_feature_net = None
+
+    def feature_forward(self) -> nn.Module:
+        """The network computing ``(logits, features)``: the folded copy with ``fold_bn``, else the teacher's graph."""
+        if self._feature_net is None or self._feature_net[0] is not self.network:  # e.g. wrapped since the request
+            self.request_features(self.feature_layers)
+        if not self.fold_bn or self._folded == self.members:
+            return self._feature_net[1]
+        if self._folded_feature_net is None:
+            self._fold()
+        return self._folded_feature_net[0]
 
     def forward_members(self) -> tuple[nn.Module, ...]:
         """The networks that compute the members' logits: the folded copies with ``fold_bn``, else the members.
@@ -197,6 +233,10 @@ class Teacher:
         self._folded_hooks = tuple(hooked_modules(m) for m in members)
         self._folded = tuple(fold_batchnorm(m) for m in members)
         self._folded_network = None
+        if self.feature_layers is not None:
+            if self._feature_net is None or self._feature_net[0] is not self.network:
+                self._feature_net = (self.network, feature_network(self.network, self.feature_layers, "teacher"))
+            self._folded_feature_net = (fold_batchnorm(self._feature_net[1]),)
 
     # ------------------------------------------------------------------ fit-time checks
 
