@@ -126,6 +126,11 @@ def _check_feature_loss(
             "teacher_cache holds the teacher's logits only, but the feature loss reads the teacher's intermediate "
             "features each step: drop teacher_cache (the teacher must run) or the feature loss."
         )
+    if loss.student_heads != 1:
+        raise ValueError(
+            f"{type(loss).__name__} trains two student heads; a feature loss is combined with a one-head logit loss "
+            "(KD, DKD, CTKD) only."
+        )
     if loss.num_views != 1:
         raise ValueError(
             f"{type(loss).__name__} takes {loss.num_views} views of each image; a feature loss reads one view's "
@@ -135,6 +140,25 @@ def _check_feature_loss(
         raise ValueError(
             f"A feature loss reads one teacher's intermediate features, but {len(teacher)} teachers were given: "
             "distil features from a single teacher."
+        )
+
+
+def _check_student_heads(loss: DistillationLoss, student: Any) -> None:
+    """A loss on two heads needs a student that gives them (a distillation token)."""
+    if loss.student_heads == 1:
+        return
+    # timm's and this package's distilled ViTs hold the distillation head as `head_dist` (None without a token)
+    if isinstance(student, str):
+        distilled = student.endswith("_distilled")
+    else:
+        distilled = (
+            callable(getattr(student, "forward_heads", None)) and getattr(student, "head_dist", None) is not None
+        )
+    if not distilled:
+        name = student if isinstance(student, str) else type(student).__name__
+        raise ValueError(
+            f"{type(loss).__name__} trains a student's distillation-token head, but the student {name!r} has none: use "
+            "a student built with a distillation token (e.g. student: deit_tiny_distilled), or a one-head loss (KD)."
         )
 
 
@@ -206,6 +230,10 @@ class DistillationModule(ClassifierSystem):
             logit loss's. Its learnable adapters are optimized with the student and saved in checkpoints
             (``feature_loss.*``), never exported with the student. Not with several teachers, a teacher cache or a
             two-view loss.
+        teacher_input_size: the side of the images the teacher sees: each batch is resized on its device (bilinear,
+            ``align_corners=False``) to ``teacher_input_size`` pixels square before the teacher's forward, in
+            training and evaluation; ``None`` (default) gives the teacher the student's inputs. The paper's ViT runs
+            feed 224-pixel images to the student and 32 to its ResNet-56 teacher.
 
     Example::
 
@@ -236,10 +264,12 @@ class DistillationModule(ClassifierSystem):
         fold_teacher_bn: bool = False,
         teacher_cache: str | None = None,
         feature_loss: FeatureLoss | None = None,
+        teacher_input_size: int | None = None,
     ) -> None:
         if not isinstance(loss, DistillationLoss):
             raise TypeError(f"loss must be a DistillationLoss (e.g. lightning_kd.losses.KD), got {type(loss).__name__}")
         _check_feature_loss(feature_loss, loss, teacher, teacher_cache)
+        _check_student_heads(loss, student)
         specs = _teacher_specs(teacher)
         roles = ["teacher"] if len(specs) == 1 else [f"teacher {i}" for i in range(len(specs))]
         resolved = _resolve_num_classes(num_classes, student=student, **dict(zip(roles, specs, strict=True)))
@@ -275,10 +305,11 @@ class DistillationModule(ClassifierSystem):
                 )
         #: the frozen teacher: eval lock, no_grad forwards, folded copies, weights present or not
         teacher_cache = absolute_weights_path(teacher_cache)
+        sources = {"available": not missing, "fold_bn": fold_teacher_bn, "input_size": teacher_input_size}
         if teacher_cache is None:
-            self.teacher_component = Teacher(self, available=not missing, fold_bn=fold_teacher_bn)
+            self.teacher_component = Teacher(self, **sources)
         else:
-            self.teacher_component = CachedTeacher(self, teacher_cache, available=not missing, fold_bn=fold_teacher_bn)
+            self.teacher_component = CachedTeacher(self, teacher_cache, **sources)
         self.loss = loss
         self.feature_loss = feature_loss
         # the student's (logits, features) graph over its own submodules; a tuple keeps it out of state_dict
@@ -310,6 +341,7 @@ class DistillationModule(ClassifierSystem):
                 "channels_last": self.channels_last,
                 "fold_teacher_bn": self.fold_teacher_bn,
                 "teacher_cache": teacher_cache,
+                "teacher_input_size": teacher_input_size,
                 **{f"loss.{k}": v for k, v in loss.hparams_dict().items()},
                 **describe_loss(feature_loss, "feature_loss"),
                 **describe_factory("optimizer", optimizer),
@@ -534,6 +566,10 @@ class DistillationModule(ClassifierSystem):
         self, inputs: Any, targets: Tensor, extras: tuple[Tensor, ...] = ()
     ) -> tuple[Tensor, dict[str, Tensor]]:
         teacher = self.teacher_component.outputs(inputs, extras)  # frozen, under no_grad (or cached)
+        if self.loss.student_heads == 2:  # a distillation token: (class head, distillation head)
+            heads = self.student.forward_heads(inputs)
+            terms = self.compute_loss_terms(heads, teacher.logits, targets)
+            return (heads[0] + heads[1]) / 2, terms  # accuracy as evaluated: the mean of the heads
         if self.feature_loss is None:
             student_logits = apply_views(self.student, inputs)
             return first_view(student_logits), self.compute_loss_terms(student_logits, teacher.logits, targets)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.strategies import FSDPStrategy, Strategy
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
@@ -63,9 +64,25 @@ class Teacher:
             teacher.
         fold_bn: run BatchNorm-folded copies of the members (:func:`~lightning_kd.models.fold.fold_batchnorm`).
         attribute: the owner's attribute holding the network (``"teacher"``).
+        input_size: the side the teacher sees: each batch is resized to ``input_size x input_size`` (bilinear,
+            ``align_corners=False``, on the batch's device) before the teacher's forward; ``None`` feeds it the
+            student's inputs as they are.
     """
 
-    def __init__(self, owner: nn.Module, *, available: bool, fold_bn: bool, attribute: str = "teacher") -> None:
+    def __init__(
+        self,
+        owner: nn.Module,
+        *,
+        available: bool,
+        fold_bn: bool,
+        attribute: str = "teacher",
+        input_size: int | None = None,
+    ) -> None:
+        if input_size is not None and (
+            not isinstance(input_size, int) or isinstance(input_size, bool) or input_size < 1
+        ):
+            raise ValueError(f"teacher_input_size must be a positive integer (pixels) or None, got {input_size!r}.")
+        self.input_size = input_size
         self._owner = owner
         self._attribute = attribute
         self.available = available
@@ -131,6 +148,7 @@ class Teacher:
             extras: what :meth:`step_extras` took from a training batch (empty in evaluation); unused here.
         """
         del extras  # computed from the inputs
+        inputs = self.teacher_inputs(inputs)
         # not inference_mode: the loss saves teacher probabilities for backward
         with torch.no_grad():
             if self.feature_layers is not None:
@@ -138,6 +156,19 @@ class Teacher:
                 return TeacherOutput(logits, (logits,), tuple(features))
             member_logits = tuple(apply_views(net, inputs) for net in self.forward_members())
             return TeacherOutput(mean_logits(member_logits), member_logits)
+
+    def teacher_inputs(self, inputs: Tensor | tuple[Tensor, ...] | list[Tensor]) -> Any:
+        """The inputs as the teacher sees them: resized to :attr:`input_size` when it is set (each view)."""
+        size = self.input_size
+        if size is None:
+            return inputs
+
+        def resize(x: Tensor) -> Tensor:
+            if x.shape[-2:] == (size, size):
+                return x
+            return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+        return type(inputs)(resize(x) for x in inputs) if isinstance(inputs, (tuple, list)) else resize(inputs)
 
     def request_features(self, layers: Sequence[int | str]) -> None:
         """From now on :meth:`outputs` also returns the features of ``layers`` (indices or submodule names; see

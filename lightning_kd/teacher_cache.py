@@ -251,8 +251,10 @@ class CachedTeacher(Teacher):
         fold_bn: evaluate through BatchNorm-folded copies.
     """
 
-    def __init__(self, owner: nn.Module, path: str | Path, *, available: bool, fold_bn: bool) -> None:
-        super().__init__(owner, available=available, fold_bn=fold_bn)
+    def __init__(
+        self, owner: nn.Module, path: str | Path, *, available: bool, fold_bn: bool, input_size: int | None = None
+    ) -> None:
+        super().__init__(owner, available=available, fold_bn=fold_bn, input_size=input_size)
         self.path = Path(path)
         self.cache: TeacherLogitCache | None = None
 

@@ -29,6 +29,7 @@ from lightning_kd.losses.functional import (
 )
 from lightning_kd.losses.kd import KD
 from lightning_kd.losses.mlkd import MLKD
+from lightning_kd.losses.token_kd import TokenKD
 
 __all__ = [
     "AT",
@@ -43,6 +44,7 @@ __all__ = [
     "FitNet",
     "GradientReversal",
     "LocalityGuidance",
+    "TokenKD",
     "attention_map",
     "attention_transfer",
     "batch_correlation",

@@ -30,6 +30,9 @@ class DistillationLoss(nn.Module, ABC):
 
     #: views of each training image the loss takes: 1 (logits tensors) or 2 (tuples ``(weak, strong)``)
     num_views: ClassVar[int] = 1
+    #: outputs of the student per image the loss takes: 1 (its logits) or 2 (a vision transformer's class and
+    #: distillation heads, from the student's ``forward_heads``; :class:`~lightning_kd.losses.TokenKD`)
+    student_heads: ClassVar[int] = 1
     #: whether the terms depend on ``epoch`` (a warm-up, a schedule): a CUDA-graphed step is re-captured at every
     #: epoch start for such a loss, since the graph bakes in Python numbers
     epoch_dependent: ClassVar[bool] = False
