@@ -210,3 +210,42 @@ def test_feature_losses_that_cannot_be_served_are_refused(tmp_path):
         DistillationModule("resnet8", ["resnet8", "resnet8"], KD(), num_classes=4, feature_loss=AT())
     with pytest.raises(TypeError, match=r"feature_loss must be a FeatureLoss"):
         DistillationModule("resnet8", "resnet8", KD(), num_classes=4, feature_loss=KD())
+
+
+def test_ddp_on_two_processes_keeps_the_adapters_and_the_student_in_step(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.helpers import ddp_features
+
+    result = subprocess.run(
+        [sys.executable, ddp_features.__file__, str(tmp_path)],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["steps"] == 2  # 32 samples, batch 8, two processes
+    assert ranks[0] == ranks[1]  # the adapters' gradients are averaged like the student's
+
+
+def test_a_feature_loss_from_the_command_line(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from lightning_kd.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    teacher = tmp_path / "teacher.pth"
+    torch.save(create_model("resnet20", num_classes=10).state_dict(), teacher)
+    repo = Path(__file__).resolve().parents[1]
+    args = ["fit", "--config", str(repo / "configs/demo/kd.yaml"), "--trainer.max_epochs=1"]
+    args += ["--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--data.init_args.image_size=16"]
+    args += [f"--model.init_args.teacher_weights={teacher}", "--model.init_args.feature_loss=lightning_kd.losses.AT"]
+    assert main(args) == 0
+    saved = torch.load(tmp_path / "runs/demo/kd/latest/checkpoints/last.ckpt", weights_only=True)
+    assert saved["hyper_parameters"]["feature_loss.class_path"] == "lightning_kd.losses.features.AT"
+    assert saved["hyper_parameters"]["feature_loss.student_layers"] == [1, 2, 3]
