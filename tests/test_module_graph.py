@@ -136,3 +136,21 @@ def test_graphed_step_with_channels_last_and_a_folded_teacher_keeps_the_eager_tr
         assert torch.allclose(graphed.student.state_dict()[key].float(), value.float(), atol=1e-4), key
     for name in ("train/loss_epoch", "train/kd_epoch", "train/acc1", "val/acc1"):
         assert torch.allclose(trainer.logged_metrics[name], eager_trainer.logged_metrics[name], atol=1e-4), name
+
+
+def test_graphed_step_with_a_feature_loss_keeps_the_eager_trajectory(tmp_path, graphs, monkeypatch):
+    """The features (student's and folded teacher's) are computed inside the captured step like the logits."""
+    from lightning_kd.losses import AT
+
+    monkeypatch.setattr(runners, "is_supported", lambda device: False)
+    eager, eager_trainer = _fit(tmp_path / "eager", cuda_graph=False, feature_loss=AT("bn", "bn"), fold_teacher_bn=True)
+    monkeypatch.setattr(runners, "is_supported", lambda device: True)
+    graphed, trainer = _fit(tmp_path / "graphed", cuda_graph=True, feature_loss=AT("bn", "bn"), fold_teacher_bn=True)
+
+    (graph,) = graphs
+    assert graph.captures == 3
+    assert float(trainer.logged_metrics["train/at_epoch"]) > 0
+    for key, value in eager.student.state_dict().items():
+        assert torch.allclose(graphed.student.state_dict()[key].float(), value.float(), atol=1e-5), key
+    for name in ("train/loss_epoch", "train/at_epoch", "train/acc1", "val/acc1"):
+        assert torch.allclose(trainer.logged_metrics[name], eager_trainer.logged_metrics[name], atol=1e-5), name
