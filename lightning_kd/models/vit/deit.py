@@ -28,6 +28,8 @@ class _DeiTContract:
 
     # The student blocks the reference's locality guidance matches (INTER_STUDENT_INDEX) to the teacher's 3 stages.
     reference_indices: tuple[int, ...] = (0, 6, 11)
+    # forward_intermediates returns (logits, features): lightning_kd.features reads both from one pass
+    intermediates_with_logits: bool = True
 
     def forward_intermediates(self, x: Tensor, indices: Sequence[int] | None = None) -> tuple[Tensor, list[Tensor]]:
         """Return the logits and the outputs of the blocks ``indices`` (default :attr:`reference_indices`).

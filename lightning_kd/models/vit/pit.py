@@ -41,6 +41,8 @@ class PiT(PoolingVisionTransformer):
     # The reference's INTER_STUDENT_INDEX for PiT: one block in each stage (block 0 of stage 1, the 5th of stage 2,
     # the last of stage 3), counted over all 12 blocks.
     reference_indices: tuple[int, ...] = (0, 6, 11)
+    # forward_intermediates returns (logits, features): lightning_kd.features reads both from one pass
+    intermediates_with_logits: bool = True
 
     def __init__(self, *, num_classes: int, distilled: bool, drop_path_rate: float, img_size: int) -> None:
         super().__init__(

@@ -132,6 +132,8 @@ class PVT(nn.Module):
     # The reference's INTER_STUDENT_INDEX for PVT: the first block of stage 1, the last of stage 2, the last of
     # stage 4, counted over all 8 blocks.
     reference_indices: tuple[int, ...] = (0, 3, 7)
+    # forward_intermediates returns (logits, features): lightning_kd.features reads both from one pass
+    intermediates_with_logits: bool = True
 
     def __init__(self, *, num_classes: int = 100, drop_path_rate: float = 0.1, img_size: int = 224) -> None:
         super().__init__()

@@ -93,6 +93,8 @@ class PyclsResNet(nn.Module):
 
     # The teacher features the reference's locality guidance uses (INTER_TEACHER_INDEX): the three stage outputs.
     reference_indices: tuple[int, ...] = (0, 1, 2)
+    # forward_intermediates returns (logits, features): lightning_kd.features reads both from one pass
+    intermediates_with_logits: bool = True
 
     def __init__(self, depth: int = 56, num_classes: int = 100) -> None:
         super().__init__()

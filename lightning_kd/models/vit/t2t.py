@@ -140,6 +140,8 @@ class T2TViT(nn.Module):
 
     # The reference's INTER_STUDENT_INDEX for T2T-ViT-7: the first, middle and last blocks.
     reference_indices: tuple[int, ...] = (0, 3, 6)
+    # forward_intermediates returns (logits, features): lightning_kd.features reads both from one pass
+    intermediates_with_logits: bool = True
 
     def __init__(
         self,
