@@ -69,6 +69,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument(
+        "--channels-last", action="store_true", help="both networks and the inputs in NHWC (channels_last=True)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="Loading CIFAR-100 from .* without verifying md5")
@@ -98,6 +101,11 @@ def main() -> None:
         cached.teacher_component.open(cache.compared_metadata())
         g = torch.Generator().manual_seed(0)
         inputs = torch.randn(args.batch_size, 3, 32, 32, generator=g)
+        if args.channels_last:  # what the step runner does with channels_last=True
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+            for module in (live, cached):
+                module.student.to(memory_format=torch.channels_last)
+                module.teacher.to(memory_format=torch.channels_last)
         targets = torch.randint(0, CLASSES, (args.batch_size,), generator=g)
         keys = torch.randint(0, views, (args.batch_size,), generator=g)
         runs = {}
@@ -130,6 +138,7 @@ def main() -> None:
     forward_wall = statistics.median(w for _, w in teacher_rate)
     print(
         f"teacher cache benchmark: {TEACHER} -> {STUDENT}, KD+LS, batch {args.batch_size}, "
+        f"{'channels_last' if args.channels_last else 'NCHW'}, "
         f"{torch.get_num_threads()} thread(s), torch {torch.__version__}"
     )
     print("| measure | CPU time | wall time |\n|---|---|---|")

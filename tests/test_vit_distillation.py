@@ -122,3 +122,32 @@ def test_a_distilled_deit_learns_from_a_cnn_teacher_at_its_own_input_size(tmp_pa
     with torch.no_grad():
         cls, dist = student.forward_heads(x)
         torch.testing.assert_close(module(x), (cls + dist) / 2)  # evaluation: the mean of the two heads
+
+
+def test_locality_guidance_from_a_folded_pycls_resnet56_into_deit_blocks():
+    """The reference's locality guidance: DeiT blocks 0, 6, 11 matched to the teacher's three stages."""
+    from lightning_kd.losses import LocalityGuidance
+    from lightning_kd.models.vit import resnet56_pycls
+
+    seed_everything(0)
+    teacher = resnet56_pycls(10).eval()
+    guidance = LocalityGuidance(
+        student_channels=192, teacher_channels=(16, 32, 64), student_layers=(0, 6, 11), teacher_layers=(0, 1, 2)
+    )
+    module = DistillationModule(
+        deit_tiny(10, img_size=64, drop_path_rate=0.0),
+        teacher,
+        KD(ce_weight=1.0, kd_weight=0.0),
+        feature_loss=guidance,
+        teacher_input_size=32,
+        fold_teacher_bn=True,
+    )
+    x, y = torch.randn(2, 3, 64, 64), torch.tensor([1, 2])
+    module.train()
+    logits, terms = module.training_terms(x, y)
+    assert logits.shape == (2, 10)
+    assert set(terms) == {"ce", "kd", "guidance"}
+    sum(terms.values()).backward()
+    assert all(r.weight.grad is not None for r in guidance.regressors)
+    features = module.teacher_component.outputs(x).features
+    assert [tuple(f.shape) for f in features] == [(2, 16, 32, 32), (2, 32, 16, 16), (2, 64, 8, 8)]
