@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lightning-kd cache-teacher",
         description="Compute the teacher's logits for every (training image, augmented view) of a preset's data once, "
-        "into a memory-mapped file that fits with --model.init_args.teacher_cache FILE read instead of running the "
-        "teacher. Resumes an interrupted build.",
+        "into a memory-mapped file; fits given --model.init_args.teacher_cache FILE then read them instead of running "
+        "the teacher. Running the same command again resumes an interrupted build.",
         allow_abbrev=False,
     )
     parser.add_argument("--config", "-c", action="append", required=True, help="the preset (repeat for overlays)")
@@ -95,16 +96,19 @@ def _from_preset(configs: Sequence[str], overrides: Sequence[str]) -> tuple[Any,
     args = [arg for config in configs for arg in ("--config", config)]
     args += [*overrides, "--data.init_args.device_augment", "true", "--data.init_args.view_keys", "true"]
     args += ["--data.init_args.num_workers", "0"]
-    cli = KDLightningCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        parser_class=KDArgumentParser,
-        save_config_callback=None,
-        run=False,
-        args=args,
-    )
+    with warnings.catch_warnings():
+        # the preset is parsed from `args` while sys.argv holds this tool's own command line, on purpose
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        cli = KDLightningCLI(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            parser_class=KDArgumentParser,
+            save_config_callback=None,
+            run=False,
+            args=args,
+        )
     return cli.model, cli.datamodule
 
 
