@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -83,37 +84,15 @@ class DistillationLoss(nn.Module, ABC):
             TypeError: a constructor argument is neither stored under its name nor given to :meth:`_record_hparams`,
                 or its value is not a primitive; the message names it.
         """
-        record: dict[str, Any] = {}
-        for name in self._init_argument_names():
-            if name in self._hparams:
-                record[name] = self._hparams[name]
-            elif hasattr(self, name):
-                record[name] = _checked_primitive(type(self), name, getattr(self, name))
-            else:
-                raise TypeError(
-                    f"{type(self).__name__}.__init__ takes {name!r} but the loss keeps no attribute of that name, so "
-                    f"its record cannot hold it: store it as self.{name} in __init__, or call "
-                    f"self._record_hparams({name}=...)."
-                )
-        record.update({k: v for k, v in self._hparams.items() if k not in record})
-        return {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", **record}
+        return constructor_record(
+            self,
+            init_argument_names(type(self), DistillationLoss, include_last=False),
+            self._hparams,
+            hint="or call self._record_hparams({name}=...)",
+        )
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.hparams_dict().items() if k != "class_path")
-
-    def _init_argument_names(self) -> list[str]:
-        """Named ``__init__`` arguments of this loss's class and its bases below :class:`DistillationLoss`."""
-        names: list[str] = []
-        for klass in type(self).__mro__:
-            if klass is DistillationLoss:
-                break
-            if "__init__" not in vars(klass):
-                continue
-            for param in inspect.signature(vars(klass)["__init__"]).parameters.values():
-                named = param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD)
-                if named and param.name != "self" and param.name not in names:
-                    names.append(param.name)
-        return names
 
     def _record_hparams(self, **kwargs: Any) -> None:
         """Record arguments that are not stored under their own names (or extra values) in the loss's record."""
@@ -170,3 +149,46 @@ def check_weight(name: str, value: float) -> None:
     """Raise a ``ValueError`` naming ``name`` unless ``value`` is a non-negative number."""
     if not value >= 0:
         raise ValueError(f"{name} must be >= 0, got {value!r}. Loss weights are non-negative; use 0 to disable a term.")
+
+
+def init_argument_names(cls: type, last: type, *, include_last: bool) -> list[str]:
+    """Named ``__init__`` arguments of ``cls`` and of its bases up to ``last`` (its own included or not), in order."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if klass is last and not include_last:
+            break
+        if "__init__" in vars(klass):
+            for param in inspect.signature(vars(klass)["__init__"]).parameters.values():
+                named = param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD)
+                if named and param.name != "self" and param.name not in names:
+                    names.append(param.name)
+        if klass is last:
+            break
+    return names
+
+
+def constructor_record(
+    obj: Any, names: Sequence[str], recorded: Mapping[str, Any] | None = None, *, hint: str = ""
+) -> dict[str, Any]:
+    """``class_path`` and each constructor argument of ``obj`` as a primitive: the attribute of the same name, or the
+    value in ``recorded`` (arguments kept under another name).
+
+    Raises:
+        TypeError: an argument neither stored nor recorded, or a value that is not a primitive; the message names it
+            (``hint``, formatted with ``name``, says what else the class can do).
+    """
+    recorded = recorded or {}
+    record: dict[str, Any] = {}
+    for name in names:
+        if name in recorded:
+            record[name] = recorded[name]
+        elif hasattr(obj, name):
+            record[name] = _checked_primitive(type(obj), name, getattr(obj, name))
+        else:
+            extra = f", {hint.format(name=name)}" if hint else ""
+            raise TypeError(
+                f"{type(obj).__name__}.__init__ takes {name!r} but the loss keeps no attribute of that name, so its "
+                f"record cannot hold it: store it as self.{name} in __init__{extra}."
+            )
+    record.update({k: v for k, v in recorded.items() if k not in record})
+    return {"class_path": f"{type(obj).__module__}.{type(obj).__qualname__}", **record}

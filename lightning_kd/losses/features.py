@@ -21,7 +21,6 @@ is its primitive record, as :meth:`~lightning_kd.losses.DistillationLoss.hparams
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -30,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_kd.losses.base import _checked_primitive, check_weight
+from lightning_kd.losses.base import check_weight, constructor_record, init_argument_names
 from lightning_kd.losses.functional import (
     GUIDANCE_TRANSFORMS,
     attention_transfer,
@@ -97,31 +96,10 @@ class FeatureLoss(nn.Module, ABC):
         Raises:
             TypeError: a constructor argument is not stored under its name, or its value is not a primitive.
         """
-        record: dict[str, Any] = {}
-        for name in self._init_argument_names():
-            if not hasattr(self, name):
-                raise TypeError(
-                    f"{type(self).__name__}.__init__ takes {name!r} but the loss keeps no attribute of that name, so "
-                    f"its record cannot hold it: store it as self.{name} in __init__."
-                )
-            record[name] = _checked_primitive(type(self), name, getattr(self, name))
-        return {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", **record}
+        return constructor_record(self, init_argument_names(type(self), FeatureLoss, include_last=True))
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.hparams_dict().items() if k != "class_path")
-
-    def _init_argument_names(self) -> list[str]:
-        """Named ``__init__`` arguments of this loss's class and of its bases up to :class:`FeatureLoss`."""
-        names: list[str] = []
-        for klass in type(self).__mro__:
-            if "__init__" in vars(klass):
-                for param in inspect.signature(vars(klass)["__init__"]).parameters.values():
-                    named = param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD)
-                    if named and param.name != "self" and param.name not in names:
-                        names.append(param.name)
-            if klass is FeatureLoss:
-                break
-        return names
 
     def _checked_pairs(
         self, student_features: Sequence[Tensor], teacher_features: Sequence[Tensor]
