@@ -6,7 +6,6 @@ Run by tests/test_teacher_cache.py: ``python ddp_cache.py OUT DATA_DIR TEACHER C
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -14,9 +13,12 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Trainer, seed_everything
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: the repository root for `tests`
+
 from lightning_kd import DistillationModule
 from lightning_kd.data import CIFAR100DataModule
 from lightning_kd.losses import KD
+from tests.helpers.ddp_fit import state_hash
 
 
 def main(out: Path, data_dir: str, teacher: str, cache: str, tag: str) -> None:
@@ -47,13 +49,9 @@ def main(out: Path, data_dir: str, teacher: str, cache: str, tag: str) -> None:
         num_sanity_val_steps=0,
     )
     trainer.fit(module, datamodule=data)
-    digest = hashlib.sha256()
-    for name, value in sorted(module.student.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(value.detach().contiguous().view(-1).view(torch.uint8).numpy())
     opened = getattr(module.teacher_component, "cache", None)
     report = {
-        "student_sha256": digest.hexdigest(),
+        "student_sha256": state_hash(module.student),
         "memory_mapped": None if opened is None else opened.memory_mapped,
     }
     (out / f"{tag}_rank{trainer.global_rank}.json").write_text(json.dumps(report))

@@ -5,7 +5,6 @@ Run by tests/test_feature_api.py: ``python ddp_features.py OUT``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -18,16 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script:
 from lightning_kd import DistillationModule
 from lightning_kd.losses import KD, FitNet
 from lightning_kd.models import create_model
+from tests.helpers.ddp_fit import state_hash
 from tests.helpers.tiny import separable_loaders
-
-
-def _hash(module: torch.nn.Module) -> str:
-    """Of the parameters: DDP keeps them equal across processes (BatchNorm statistics are each process's own)."""
-    digest = hashlib.sha256()
-    for name, value in sorted(module.named_parameters()):
-        digest.update(name.encode())
-        digest.update(value.detach().contiguous().view(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
 
 
 def main(out: Path) -> None:
@@ -55,7 +46,12 @@ def main(out: Path) -> None:
         limit_val_batches=0,
     )
     trainer.fit(module, train)
-    report = {"student": _hash(module.student), "adapters": _hash(module.feature_loss), "steps": trainer.global_step}
+    # parameters only: DDP keeps them equal across processes (BatchNorm statistics are each process's own)
+    report = {
+        "student": state_hash(dict(module.student.named_parameters())),
+        "adapters": state_hash(dict(module.feature_loss.named_parameters())),
+        "steps": trainer.global_step,
+    }
     (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(report))
 
 
