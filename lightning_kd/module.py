@@ -30,7 +30,7 @@ from lightning_kd._system import (
     log_global,
 )
 from lightning_kd._views import apply_views, first_view
-from lightning_kd.contracts import KeyedViewsData, ValidationOutput, ViewsData
+from lightning_kd.contracts import ValidationOutput, ViewsData
 from lightning_kd.features import feature_network
 from lightning_kd.losses.base import DistillationLoss
 from lightning_kd.losses.features import FeatureLoss
@@ -415,32 +415,8 @@ class DistillationModule(ClassifierSystem):
                 f"module gives {data_views}: set two_views: {hint} on the data module "
                 f"(--data.init_args.two_views {hint})."
             )
-        if stage == "fit" and isinstance(self.teacher_component, CachedTeacher):
-            self._open_teacher_cache(datamodule)
-
-    def _open_teacher_cache(self, datamodule: Any) -> None:
-        """Open the teacher cache for a fit, after checking the data keys views and the cache was made for this run.
-
-        Raises:
-            ValueError: a multi-view loss, data without view keys, or a cache whose metadata differs.
-        """
-        path = self.hparams.get("teacher_cache")
-        if self.loss.num_views != 1:
-            raise ValueError(
-                f"teacher_cache cannot serve {type(self.loss).__name__}: it takes {self.loss.num_views} views of each "
-                "image, and the strong view's RandAugment and Cutout have no finite set of views to cache. Drop "
-                "teacher_cache for this loss."
-            )
-        space = datamodule.view_space() if isinstance(datamodule, KeyedViewsData) else None
-        if space is None or not datamodule.view_keys:
-            name = type(datamodule).__name__ if datamodule is not None else "no data module"
-            raise ValueError(
-                f"teacher_cache {path!r} reads the teacher's logits by each training sample's view, but {name} does "
-                "not key its views. Use CIFAR100DataModule with device_augment: true and view_keys: true "
-                "(--data.init_args.device_augment true --data.init_args.view_keys true, or add the overlay "
-                "configs/cifar100/cached.yaml)."
-            )
-        self.teacher_component.open(self.teacher_cache_metadata(space))
+        if stage == "fit":
+            self.teacher_component.setup_fit(self, datamodule)  # a cache opens and checks itself here
 
     def teacher_cache_metadata(self, space: Any) -> dict[str, Any]:
         """The metadata a teacher cache must carry to serve this module on data with the given view space."""
@@ -455,13 +431,7 @@ class DistillationModule(ClassifierSystem):
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        cache = getattr(self.teacher_component, "cache", None)
-        recorded = checkpoint.get("teacher_cache")
-        if cache is not None and recorded is not None:
-            try:
-                cache.check(recorded)
-            except ValueError as err:
-                raise ValueError(f"Resuming from a checkpoint trained with another teacher cache: {err}") from None
+        self.teacher_component.check_checkpoint_record(checkpoint.get("teacher_cache"))
 
     @override
     def on_fit_start(self) -> None:
@@ -514,9 +484,7 @@ class DistillationModule(ClassifierSystem):
     @override
     def on_train_start(self) -> None:
         super().on_train_start()
-        cache = getattr(self.teacher_component, "cache", None)
-        if cache is not None:
-            cache.place(self.device)  # lookups on the training device (a copy on a GPU, the memory map on a CPU)
+        self.teacher_component.place(self.device)  # a cache's lookups on the training device
         # after every checkpoint restore (some strategies restore after on_fit_start), before the first step
         self._refresh_folded_teacher()
         self.teacher_component.restore_warnings()
@@ -623,9 +591,9 @@ class DistillationModule(ClassifierSystem):
             state = checkpoint["state_dict"]
             for key in [k for k in state if k.startswith(_TEACHER_PREFIX)]:
                 del state[key]
-        cache = getattr(self.teacher_component, "cache", None)
-        if cache is not None:  # only what identifies the cache: its logits are never part of a checkpoint
-            checkpoint["teacher_cache"] = cache.compared_metadata()
+        record = self.teacher_component.checkpoint_record()
+        if record is not None:  # only what identifies a cache: its logits are never part of a checkpoint
+            checkpoint["teacher_cache"] = record
 
     @override
     def optional_state_prefixes(self, state_dict: Mapping[str, Any]) -> tuple[str, ...]:

@@ -128,6 +128,24 @@ class Teacher:
 
     # ------------------------------------------------------------------ outputs
 
+    # ------------------------------------------------------------------ fit hooks (a cache overrides them)
+
+    def setup_fit(self, module: Any, datamodule: Any) -> None:
+        """Called at ``setup("fit")``, after the module's own checks: nothing to prepare for live networks."""
+        del module, datamodule
+
+    def place(self, device: torch.device) -> None:
+        """Called at train start with the training device: the networks move with the module."""
+        del device
+
+    def checkpoint_record(self) -> dict[str, Any] | None:
+        """What a checkpoint records about this source of outputs (``None``: nothing beyond the teacher's state)."""
+        return None
+
+    def check_checkpoint_record(self, recorded: dict[str, Any] | None) -> None:
+        """Refuse to resume from a checkpoint whose :meth:`checkpoint_record` does not fit this source."""
+        del recorded
+
     def step_extras(self, batch_extras: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         """What a training step needs from the batch beyond its inputs: nothing, the networks see the inputs.
 

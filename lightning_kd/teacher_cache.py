@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lightning_kd.contracts import ViewSpace
+from lightning_kd.contracts import KeyedViewsData, ViewSpace
 from lightning_kd.teacher import Teacher, TeacherOutput
 
 __all__ = [
@@ -257,6 +257,51 @@ class CachedTeacher(Teacher):
         super().__init__(owner, available=available, fold_bn=fold_bn, input_size=input_size)
         self.path = Path(path)
         self.cache: TeacherLogitCache | None = None
+
+    def setup_fit(self, module: Any, datamodule: Any) -> None:
+        """Check that the fit can read the cache (a one-view loss, keyed views), then open and check it.
+
+        Raises:
+            ValueError: a multi-view loss, data without view keys, or a cache whose metadata differs from the run's.
+        """
+        if module.loss.num_views != 1:
+            raise ValueError(
+                f"teacher_cache cannot serve {type(module.loss).__name__}: it takes {module.loss.num_views} views of "
+                "each image, and the strong view's RandAugment and Cutout have no finite set of views to cache. Drop "
+                "teacher_cache for this loss."
+            )
+        space = datamodule.view_space() if isinstance(datamodule, KeyedViewsData) else None
+        if space is None or not datamodule.view_keys:
+            name = type(datamodule).__name__ if datamodule is not None else "no data module"
+            raise ValueError(
+                f"teacher_cache {str(self.path)!r} reads the teacher's logits by each training sample's view, but "
+                f"{name} does not key its views. Use CIFAR100DataModule with device_augment: true and view_keys: "
+                "true (--data.init_args.device_augment true --data.init_args.view_keys true, or add the overlay "
+                "configs/cifar100/cached.yaml)."
+            )
+        self.open(module.teacher_cache_metadata(space))
+
+    def place(self, device: torch.device) -> None:
+        """Lookups on the training device: a copy of the logits on a GPU, the memory map on a CPU."""
+        if self.cache is not None:
+            self.cache.place(device)
+
+    def checkpoint_record(self) -> dict[str, Any] | None:
+        """The cache's metadata (never its logits)."""
+        return None if self.cache is None else self.cache.compared_metadata()
+
+    def check_checkpoint_record(self, recorded: dict[str, Any] | None) -> None:
+        """A resumed fit must read the cache the checkpoint was trained with.
+
+        Raises:
+            ValueError: the checkpoint's cache metadata differs from the open cache's, naming the fields.
+        """
+        if self.cache is None or recorded is None:
+            return
+        try:
+            self.cache.check(recorded)
+        except ValueError as err:
+            raise ValueError(f"Resuming from a checkpoint trained with another teacher cache: {err}") from None
 
     def open(self, expected: Mapping[str, Any]) -> TeacherLogitCache:
         """Open the cache and check it against the run's metadata (see :meth:`TeacherLogitCache.check`)."""
