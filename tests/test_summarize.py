@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from lightning_kd.apps import summarize
-from lightning_kd.apps.paper_results import CIFAR_METHODS, CIFAR_PAIRS, PAPER_TOP1
+from lightning_kd.apps.paper_results import CIFAR_METHODS, CIFAR_PAIRS, PAPER_TOP1, VIT_METHODS, VIT_STUDENTS
 from lightning_kd.cli import main as cli_main
 from lightning_kd.models import create_model
 
@@ -177,6 +177,68 @@ def test_paper_table_covers_every_cifar_preset():
     for pair in ("r34_r18", "r50_mv1"):
         for method in ("kd", "kd_ls", "dkd", "dkd_ls"):
             assert f"imagenet/{pair}/{method}" in PAPER_TOP1
+
+
+# The ViT table, typed from the official tiny-transformers README: Base / ECCV2022 (locality guidance) / KD+Ours.
+VIT_PAPER = {
+    "deit_tiny": (65.08, 78.15, 78.55),
+    "t2t_vit_7": (69.37, 78.35, 78.43),
+    "pit_tiny": (73.58, 78.48, 78.76),
+    "pvt_tiny": (69.22, 77.07, 78.43),
+}
+
+
+def test_paper_table_has_the_vit_table_keyed_by_preset_path():
+    assert tuple(VIT_PAPER) == VIT_STUDENTS
+    assert VIT_METHODS == ("base", "lg", "kd_ls")
+    vit_keys = {key for key in PAPER_TOP1 if key.startswith("cifar100/vit/")}
+    assert vit_keys == {f"cifar100/vit/{s}_{m}" for s in VIT_PAPER for m in VIT_METHODS}
+    for student, row in VIT_PAPER.items():
+        for method, top1 in zip(VIT_METHODS, row, strict=True):
+            key = f"cifar100/vit/{student}_{method}"
+            assert (REPO / "configs" / f"{key}.yaml").is_file()
+            assert PAPER_TOP1[key].top1 == top1
+            assert "tiny-transformers README" in PAPER_TOP1[key].source
+
+
+def test_vit_runs_are_named_by_their_presets_from_config_and_from_folders(tmp_path, capsys):
+    """Runs whose config.yaml is a shipped ViT preset land on that preset's row and paper number; without a config,
+    the folder names (runs/cifar100/vit/<preset>/version_N) say the same."""
+    runs = tmp_path / "runs" / "cifar100" / "vit"
+    presets = sorted((REPO / "configs" / "cifar100" / "vit").glob("*.yaml"))
+    for index, path in enumerate(presets):
+        run = write_run(runs / path.stem / "version_0", [0.6, 0.7 + index / 1000], seed=None)
+        (run / "config.yaml").write_text(path.read_text())  # seed 0, the preset's every setting
+    write_run(tmp_path / "copies" / "cifar100" / "vit" / "pit_tiny_lg" / "seed_1", [0.7848], seed=None)
+    summaries, problems = summarize.summarize([str(tmp_path / "runs"), str(tmp_path / "copies")])
+    assert problems == []
+    by_preset = {(s.preset, s.group.parent.parent.parent.name): s for s in summaries}
+    assert {preset for preset, _ in by_preset} == {f"cifar100/vit/{p.stem}" for p in presets}
+    for student, row in VIT_PAPER.items():
+        for method, top1 in zip(VIT_METHODS, row, strict=True):
+            assert by_preset[(f"cifar100/vit/{student}_{method}", "runs")].paper.top1 == top1
+    assert by_preset[("cifar100/vit/resnet56_pycls", "runs")].paper is None  # the README reports no teacher
+    assert by_preset[("cifar100/vit/pit_tiny_lg", "copies")].paper.top1 == 78.48  # from the folder names
+    table = summarize.format_markdown(summaries, problems)
+    # deit_tiny_kd_ls is the second preset by name: best = last = 70.1, 2 of the preset's 300 epochs
+    row = "| cifar100/vit/deit_tiny_kd_ls | 1 | 0 | 2 (1 unfinished) | 70.10 | 70.10 | 78.55 | -8.45 |"
+    assert row in table.splitlines()
+
+
+def test_vit_recipes_outside_the_table_get_their_own_ids():
+    def preset(student, loss, feature_loss=None):
+        init = {"student": student, "teacher": "resnet56_pycls", "loss": loss, "feature_loss": feature_loss}
+        config = {"model": {"init_args": init}, "data": {"class_path": "lightning_kd.data.CIFAR100DataModule"}}
+        return summarize._preset_from_config(config)
+
+    kd = {"class_path": "lightning_kd.losses.KD", "init_args": {"kd_weight": 9.0, "standardize": False}}
+    guidance = {"class_path": "lightning_kd.losses.LocalityGuidance"}
+    assert preset("pit_tiny", kd) == "cifar100/vit/pit_tiny_kd"
+    assert preset("pit_tiny_distilled", kd, guidance) == "cifar100/vit/pit_tiny_kd_lg"
+    # a CIFAR zoo pair is unaffected
+    zoo = {"student": "resnet8x4", "teacher": "resnet32x4", "loss": kd}
+    config = {"model": {"init_args": zoo}, "data": {"class_path": "lightning_kd.data.CIFAR100DataModule"}}
+    assert summarize._preset_from_config(config) == "cifar100/kd/resnet32x4_resnet8x4"
 
 
 def test_summary_of_a_real_cli_run(tmp_path, monkeypatch, capsys):

@@ -5,14 +5,24 @@ and ``imagenet/<pair>/<method>``. CIFAR-100 values are the official README's tab
 each "+Ours" (``*_ls``) value is the mean of the best-epoch top-1 of 4 runs; the baseline columns are quoted from
 the CRD (KD), CTKD, DKD and MLKD papers. ImageNet values are single numbers from other sources; entries marked
 unverified are a recollection of the paper's Table 3 that was not checked against the PDF
-(``docs/sources.md`` §5).
+(``docs/sources.md`` §5). The ViT table (``cifar100/vit/<student>_<method>``, method ``base``, ``lg`` or ``kd_ls``) is
+the official ``tiny-transformers`` README's (``docs/sources.md`` §7.5).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CIFAR_METHODS", "CIFAR_PAIRS", "CIFAR_TEACHER_STUDENT", "PAPER_TOP1", "TEACHER_STUDENT_TOP1", "PaperResult"]
+__all__ = [
+    "CIFAR_METHODS",
+    "CIFAR_PAIRS",
+    "CIFAR_TEACHER_STUDENT",
+    "PAPER_TOP1",
+    "TEACHER_STUDENT_TOP1",
+    "VIT_METHODS",
+    "VIT_STUDENTS",
+    "PaperResult",
+]
 
 
 @dataclass(frozen=True)
@@ -117,3 +127,21 @@ TEACHER_STUDENT_TOP1: dict[str, float] = {
 }
 for _model, _top1 in TEACHER_STUDENT_TOP1.items():
     PAPER_TOP1[f"cifar100/vanilla/{_model}"] = PaperResult(_top1, "CRD paper (trained alone)")
+
+# The ViT table: CIFAR-100 at 224 px, students trained alone (``base``), with locality guidance by a ResNet-56
+# (``lg``, Li et al., ECCV 2022) and with KD + logit standardization from it (``kd_ls``); the official
+# tiny-transformers README's columns "Base", "ECCV2022" and "KD+Ours". Preset ids: configs/cifar100/vit/<student>_<m>.
+VIT_STUDENTS: tuple[str, ...] = ("deit_tiny", "t2t_vit_7", "pit_tiny", "pvt_tiny")
+VIT_METHODS: tuple[str, ...] = ("base", "lg", "kd_ls")
+_VIT_ROWS: dict[str, tuple[float, float, float]] = {
+    "deit_tiny": (65.08, 78.15, 78.55),
+    "t2t_vit_7": (69.37, 78.35, 78.43),
+    "pit_tiny": (73.58, 78.48, 78.76),
+    "pvt_tiny": (69.22, 77.07, 78.43),
+}
+_VIT_COLUMNS = {"base": "Base (trained alone)", "lg": "ECCV2022 (locality guidance)", "kd_ls": "KD+Ours"}
+for _student, _row in _VIT_ROWS.items():
+    for _method, _top1 in zip(VIT_METHODS, _row, strict=True):
+        PAPER_TOP1[f"cifar100/vit/{_student}_{_method}"] = PaperResult(
+            _top1, f"tiny-transformers README, column {_VIT_COLUMNS[_method]}"
+        )

@@ -5,7 +5,8 @@ holds ``metrics.csv`` (``val/acc1`` per validation epoch, a fraction) and ``conf
 folder above their version folder (one folder per preset by the run-folder convention); the config tells the
 preset (dataset, loss and whether it standardizes, teacher and student), which selects the paper's number in
 :mod:`lightning_kd.apps.paper_results`, and the seed. Without a ``config.yaml`` the preset is read from the folder
-names instead (``.../<method>/<teacher>_<student>/<version>`` or ``.../imagenet/<pair>/<method>/<version>``).
+names instead (``.../<method>/<teacher>_<student>/<version>`` or ``.../imagenet/<pair>/<method>/<version>``). Runs of
+the ViT table's networks are named by their presets, ``cifar100/vit/<student>_<base|lg|kd_ls>``.
 
 What is never pooled:
 
@@ -72,6 +73,9 @@ _SHORT_NAMES = {
     "torchvision/resnet50": "r50",
     "MobileNetV1": "mv1",
 }
+# The ViT table's networks (configs/cifar100/vit/): its students and their guidance teacher.
+_VIT_MODELS = frozenset({"deit_tiny", "deit_tiny_distilled", "t2t_vit_7", "pit_tiny", "pit_tiny_distilled", "pvt_tiny"})
+_VIT_TEACHER = "resnet56_pycls"
 
 
 class SummaryError(ValueError):
@@ -183,11 +187,37 @@ def _name(spec: Any) -> str:
     return str(spec)
 
 
+def _vit_preset(init: dict[str, Any]) -> str | None:
+    """The ViT table's preset id (``cifar100/vit/<student>_<method>``) of a CIFAR-100 run, ``None`` for other runs.
+
+    ``base``: a ViT student trained alone; ``lg``: distilled with a feature loss and no KD term (``kd_weight`` 0);
+    ``kd_ls`` / ``kd``: KD or TokenKD with / without the z-score, ``_lg`` appended when a feature loss is added too.
+    The guidance teacher trained alone is ``cifar100/vit/resnet56_pycls``.
+    """
+    if "loss" not in init:
+        model = _name(init.get("model"))
+        if model == _VIT_TEACHER:
+            return f"cifar100/vit/{model}"
+        return f"cifar100/vit/{model.removesuffix('_distilled')}_base" if model in _VIT_MODELS else None
+    student = _name(init.get("student"))
+    if student not in _VIT_MODELS:
+        return None
+    student = student.removesuffix("_distilled")
+    loss = init["loss"].get("init_args", {}) if isinstance(init["loss"], dict) else {}
+    if init.get("feature_loss") and loss.get("kd_weight", 1.0) == 0:
+        return f"cifar100/vit/{student}_lg"
+    method = "kd_ls" if loss.get("standardize") else "kd"
+    return f"cifar100/vit/{student}_{method}{'_lg' if init.get('feature_loss') else ''}"
+
+
 def _preset_from_config(config: dict[str, Any]) -> str:
     dataset_class = str(config.get("data", {}).get("class_path", "")).rsplit(".", 1)[-1]
     dataset = _DATASETS.get(dataset_class, dataset_class.removesuffix("DataModule").lower() or "unknown")
     model = config.get("model", {})
     init = model.get("init_args", {})
+    vit = _vit_preset(init) if dataset == "cifar100" else None
+    if vit is not None:
+        return vit
     if "loss" not in init:  # a network trained alone (ClassificationModule)
         return f"{dataset}/vanilla/{_name(init.get('model'))}"
     loss = init["loss"]

@@ -13,7 +13,7 @@ from torchvision.datasets.utils import check_integrity
 from typing_extensions import override
 
 from lightning_kd.contracts import ViewSpace
-from lightning_kd.data.base import BaseDataModule
+from lightning_kd.data.base import BaseDataModule, check_positive_int
 from lightning_kd.data.device_augment import (
     UInt8ImageDataset,
     augment_uint8_batch,
@@ -26,12 +26,20 @@ from lightning_kd.data.randaugment import TwoViews
 from lightning_kd.data.transforms import (
     CIFAR100_MEAN,
     CIFAR100_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     cifar_eval_transform,
     cifar_strong_transform,
     cifar_train_transform,
+    pycls_eval_transform,
+    pycls_train_transform,
+    require_timm,
 )
 
-__all__ = ["CIFAR100DataModule"]
+__all__ = ["AUGMENTATIONS", "CIFAR100DataModule"]
+
+#: the values of ``CIFAR100DataModule(augmentation=...)``
+AUGMENTATIONS = ("reference", "pycls")
 
 
 class CIFAR100DataModule(BaseDataModule):
@@ -41,6 +49,15 @@ class CIFAR100DataModule(BaseDataModule):
     Training uses the reference augmentation (random crop 32 with padding 4, horizontal flip); validation and
     test both use the CIFAR-100 test split, as the paper reports. Normalization uses the reference constants
     ``mean=(0.5071, 0.4867, 0.4408)``, ``std=(0.2675, 0.2565, 0.2761)``.
+
+    ``augmentation="pycls"`` switches to the pipeline of the paper's ViT table (its ``tiny-transformers`` code):
+    images scaled up to ``image_size`` (224 for the ViT students, 32 for their ResNet-56 teacher), the "strong"
+    training augmentation (:func:`~lightning_kd.data.transforms.pycls_train_transform`: random resized crop,
+    flip, RandAugment, random erasing), evaluation images resized to ``image_size`` without a crop
+    (:func:`~lightning_kd.data.transforms.pycls_eval_transform`), and the ImageNet normalization constants
+    (``mean=(0.485, 0.456, 0.406)``, ``std=(0.229, 0.224, 0.225)``) the reference uses for CIFAR-100 too.
+    The reference's batch-level Mixup / CutMix and label smoothing are not offered (they turn targets into soft
+    labels); its ViT configs leave all three off.
 
     Args:
         data_dir: Folder that contains (or, with ``download=True``, will contain) ``cifar-100-python/``.
@@ -69,6 +86,16 @@ class CIFAR100DataModule(BaseDataModule):
             flip, :func:`~lightning_kd.data.device_augment.view_ids`). A teacher-logit cache
             (``DistillationModule(teacher_cache=...)``) reads the teacher's logits by these keys; the augmentation
             drawn is the same as without keys. Evaluation batches stay ``(images, targets)``.
+        augmentation: ``"reference"`` (the default: the mdistiller CIFAR recipe above, at 32 px) or ``"pycls"``
+            (the ViT table's pipeline, at ``image_size``; needs timm). ``"pycls"`` cannot be combined with
+            ``two_views`` or ``device_augment``.
+        image_size: Side in pixels of the training and evaluation images. 32 (the native size) with
+            ``"reference"``; at least 32 with ``"pycls"`` (224 for the ViT students).
+
+    Raises:
+        ValueError: An unknown ``augmentation``, an ``image_size`` the augmentation does not support, or options
+            that cannot be combined.
+        ImportError: ``augmentation="pycls"`` without timm installed.
     """
 
     def __init__(
@@ -83,8 +110,11 @@ class CIFAR100DataModule(BaseDataModule):
         two_views: bool = False,
         device_augment: bool = False,
         view_keys: bool = False,
+        augmentation: str = "reference",
+        image_size: int = 32,
     ) -> None:
         super().__init__(batch_size, num_workers, drop_last=drop_last, val_batch_size=val_batch_size)
+        _check_augmentation(augmentation, image_size, two_views=two_views, device_augment=device_augment)
         if two_views and device_augment:
             raise ValueError(
                 "two_views=True and device_augment=True cannot be combined: the strong view's RandAugment and "
@@ -100,14 +130,17 @@ class CIFAR100DataModule(BaseDataModule):
         self.two_views = two_views
         self.device_augment = device_augment
         self.view_keys = bool(view_keys)
+        self.augmentation = augmentation
+        self.image_size = image_size
         self._fingerprint: str | None = None
         self._normalization: dict[torch.device, tuple[Tensor, Tensor]] = {}
         self.data_dir = str(data_dir)
         self.download = download
         self.verify_checksums = verify_checksums
         self.num_classes = 100
-        self.mean = CIFAR100_MEAN
-        self.std = CIFAR100_STD
+        # the ViT table's code normalizes CIFAR-100 with the ImageNet constants (docs/sources.md §7.2)
+        self.mean = IMAGENET_MEAN if augmentation == "pycls" else CIFAR100_MEAN
+        self.std = IMAGENET_STD if augmentation == "pycls" else CIFAR100_STD
 
     @override
     def prepare_data(self) -> None:
@@ -230,7 +263,10 @@ class CIFAR100DataModule(BaseDataModule):
             images = torch.from_numpy(raw.data).permute(0, 3, 1, 2).contiguous()  # (N, 32, 32, 3) -> (N, 3, 32, 32)
             targets = torch.tensor(raw.targets, dtype=torch.long)
             return UInt8ImageDataset(images, targets, with_indices=train and self.view_keys)
-        if not train:
+        if self.augmentation == "pycls":
+            build = pycls_train_transform if train else pycls_eval_transform
+            transform = build(self.image_size, self.mean, self.std)
+        elif not train:
             transform = cifar_eval_transform(self.mean, self.std)
         elif self.two_views:
             transform = TwoViews(
@@ -282,6 +318,40 @@ class CIFAR100DataModule(BaseDataModule):
             "Pass download=True to fetch the original files. A copy whose files have different checksums "
             "(such as a reconstructed copy) needs verify_checksums=False."
         )
+
+
+def _check_augmentation(augmentation: str, image_size: int, *, two_views: bool, device_augment: bool) -> None:
+    """Refuse an unknown augmentation, an image size it cannot produce, and combinations it does not support."""
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError(
+            f"Unknown augmentation {augmentation!r}: use 'reference' (the CIFAR crop-and-flip recipe at 32 px) or "
+            "'pycls' (the ViT table's pipeline at image_size, e.g. 224)."
+        )
+    check_positive_int("image_size", image_size)
+    if augmentation == "reference" and image_size != 32:
+        raise ValueError(
+            f"image_size={image_size} needs augmentation='pycls': the reference augmentation crops the native "
+            "32x32 images and has no resize. Set --data.init_args.augmentation pycls (the ViT presets do), or "
+            "image_size 32."
+        )
+    if augmentation == "pycls" and image_size < 32:
+        raise ValueError(
+            f"image_size={image_size} is below CIFAR's native 32 pixels; augmentation='pycls' scales images up "
+            "(224 for the ViT students, 32 for their ResNet-56 teacher). Use an image_size of at least 32."
+        )
+    if augmentation == "pycls" and two_views:
+        raise ValueError(
+            "augmentation='pycls' cannot be combined with two_views=True: MLKD's two views are built from the "
+            "reference augmentation. Set two_views false, or augmentation 'reference'."
+        )
+    if augmentation == "pycls" and device_augment:
+        raise ValueError(
+            "augmentation='pycls' cannot be combined with device_augment=True: its RandAugment and resized crops "
+            "are a per-image PIL pipeline, while device_augment only does the reference crop and flip on the "
+            "device. Set device_augment false, or augmentation 'reference'."
+        )
+    if augmentation == "pycls":
+        require_timm("CIFAR100DataModule(augmentation='pycls')")
 
 
 def uint8_data_fingerprint(images: Tensor, targets: Tensor) -> str:
