@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The GPU checks in one run on a lent GPU machine (no jsonargparse there: Python API only).
 #
-#   OUT=/some/dir bash benchmarks/gpu_suite.sh          # on the GPU machine; about 5 minutes, at most 8
+#   OUT=/some/dir bash benchmarks/gpu_suite.sh          # on the GPU machine; about 5 minutes, at most 10
 #   SMOKE=1 OUT=/tmp/suite bash benchmarks/gpu_suite.sh # CPU plumbing check of this script (tiny sizes)
 #
 # In order, each step time-boxed (seconds): the GPU (nvidia-smi, 20), the environment and a check that the
-# package imports without jsonargparse (60), the CUDA tests: sync debug mode and the CUDA graph (150),
-# benchmarks/gpu_epoch.py (300), benchmarks/amp_check.py (90). A failing step does not stop the later ones.
+# package imports without jsonargparse (60), the CUDA tests: sync debug mode and the CUDA graph (150), the teacher
+# cache inside a captured step (90), benchmarks/gpu_epoch.py (300), benchmarks/amp_check.py (90). A failing step does not stop the later ones.
 # Everything goes to $OUT: one log per step, gpu_epoch.json, and suite.json (each step's exit status and time,
 # with gpu_epoch's numbers). The last lines printed are the throughput table and the step summary.
 set -u
@@ -68,6 +68,8 @@ EOF
 if $PYTHON -c "import pytest" 2>/dev/null; then
   # on a GPU these run for real; on the CPU their CUDA tests skip
   step cuda_tests 150 $PYTHON -m pytest -q -p no:cacheprovider tests/test_sync_free.py tests/test_cuda_graph.py
+  # the teacher cache on the device, inside a captured step (the file's CPU tests are left to make test)
+  step cache_cuda_tests 90 $PYTHON -m pytest -q -p no:cacheprovider tests/test_teacher_cache.py -k cuda
 else
   echo "pytest is not installed" >"$OUT/cuda_tests.log"
   printf 'cuda_tests\tskipped\t0\n' >>"$STEPS_FILE"

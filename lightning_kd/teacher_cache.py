@@ -200,6 +200,11 @@ class TeacherLogitCache:
         return isinstance(self._array, np.memmap) and self._table is self._host
 
     @property
+    def device(self) -> torch.device:
+        """Where the lookups gather (see :meth:`place`)."""
+        return self._table.device
+
+    @property
     def num_views(self) -> int:
         """Views per image in the cache's key space."""
         return int(_field(self.metadata, "augmentation.num_views"))

@@ -72,19 +72,19 @@ def cache_file(cifar_dir, teacher_file, tmp_path_factory) -> Path:
 
 def _fit(module, data, epochs=2, tmp_path=None, ckpt_path=None, **trainer_kwargs) -> Trainer:
     seed_everything(0, workers=True)
-    trainer = Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        devices=1,
-        deterministic=True,
-        logger=False,
-        enable_checkpointing=tmp_path is not None,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-        **trainer_kwargs,
-    )
+    settings = {
+        "max_epochs": epochs,
+        "accelerator": "cpu",
+        "devices": 1,
+        "deterministic": True,
+        "logger": False,
+        "enable_checkpointing": tmp_path is not None,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "default_root_dir": tmp_path,
+    }
+    trainer = Trainer(**{**settings, **trainer_kwargs})
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     return trainer
 
@@ -146,6 +146,8 @@ def test_view_keys_without_device_augment_is_refused_naming_device_augment():
 
 def test_cache_rows_are_the_teachers_eval_logits_of_each_view(cache_file, cifar_dir, teacher_file):
     cache = TeacherLogitCache(cache_file)
+    assert cache.device.type == "cpu"
+    assert cache.memory_mapped
     assert cache.metadata["shape"] == [N_TRAIN * VIEWS, 100]
     assert cache.metadata["progress"] == {"images_done": N_TRAIN, "complete": True}
     teacher = _module(teacher_file).teacher.eval()
@@ -477,3 +479,18 @@ def test_ddp_on_two_processes_memory_maps_the_cache_and_trains_as_the_live_teach
     assert reports["live", 0]["memory_mapped"] is None
     hashes = {report["student_sha256"] for report in reports.values()}
     assert len(hashes) == 1  # both ranks, with and without the cache: the same student
+
+
+# ---------------------------------------------------------------- on a GPU (benchmarks/gpu_suite.sh runs these)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the cache's rows gathered inside a CUDA graph")
+def test_cuda_graph_fit_gathers_the_cache_on_the_device_like_the_eager_fit(cache_file, cifar_dir, teacher_file):
+    students = {}
+    for graph in (False, True):
+        module = _module(teacher_file, teacher_cache=str(cache_file), cuda_graph=graph)
+        _fit(module, _data(cifar_dir), epochs=3, accelerator="gpu", deterministic=False)
+        assert module.teacher_component.cache.device.type == "cuda"  # copied to the device at train start
+        students[graph] = {k: v.detach().cpu() for k, v in module.student.state_dict().items()}
+    for name, value in students[False].items():
+        torch.testing.assert_close(students[True][name], value, rtol=1e-3, atol=1e-4, msg=name)
