@@ -151,3 +151,20 @@ def test_locality_guidance_from_a_folded_pycls_resnet56_into_deit_blocks():
     assert all(r.weight.grad is not None for r in guidance.regressors)
     features = module.teacher_component.outputs(x).features
     assert [tuple(f.shape) for f in features] == [(2, 16, 32, 32), (2, 32, 16, 16), (2, 64, 8, 8)]
+
+
+def test_a_pycls_checkpoint_loads_as_the_guidance_teacher(tmp_path):
+    """The reference code saves {"epoch", "model_state", "optimizer_state", ...}; our names are pycls's."""
+    from lightning_kd.models.vit import resnet56_pycls
+
+    torch.manual_seed(4)
+    trained = resnet56_pycls(100)
+    path = tmp_path / "model.pyth"
+    optimizer = torch.optim.SGD(trained.parameters(), lr=0.1, momentum=0.9)
+    torch.save(
+        {"epoch": 299, "model_state": trained.state_dict(), "optimizer_state": optimizer.state_dict(), "cfg": "..."},
+        path,
+    )
+    loaded = create_model("resnet56_pycls", 100, weights=str(path))
+    for key, value in trained.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key

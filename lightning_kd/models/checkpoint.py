@@ -4,6 +4,8 @@ Every file is read with ``torch.load(..., weights_only=True)``: a file that need
 unpickle is refused, never executed. Three layouts are understood:
 
 * the reference (RepDistiller / mdistiller) teacher format ``{"model": state_dict, "epoch": ..., ...}``;
+* the pycls format of the paper's ViT-table code (``{"epoch": ..., "model_state": state_dict, ...}``), in which its
+  ResNet-56 guidance teacher is saved;
 * a plain state dict (``{name: Tensor}``), also under a ``"state_dict"`` key;
 * a Lightning checkpoint of this project, whose network sits under ``model.`` (``ClassificationModule``)
   or ``student.`` (``DistillationModule``) in ``"state_dict"``;
@@ -40,7 +42,8 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _MAX_LISTED = 10
 
 _ACCEPTED_FORMATS = (
-    "Accepted formats: a reference checkpoint {'model': state_dict, 'epoch': ..., ...}; a plain state dict "
+    "Accepted formats: a reference checkpoint {'model': state_dict, 'epoch': ..., ...}; a pycls checkpoint "
+    "{'model_state': state_dict, ...}; a plain state dict "
     "{name: Tensor} (optionally under a 'state_dict' key); or a Lightning checkpoint of lightning_kd whose "
     "'state_dict' holds the network under 'model.' (ClassificationModule) or 'student.' (DistillationModule)."
 )
@@ -201,6 +204,8 @@ def _extract_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
         return _strip_wrapper_prefixes(obj)
     if _is_state_dict(obj.get("model")):
         return _strip_wrapper_prefixes(obj["model"])
+    if _is_state_dict(obj.get("model_state")):  # pycls: the ViT table's guidance teacher (docs/sources.md §7.4)
+        return _strip_wrapper_prefixes(obj["model_state"])
     if _is_state_dict(obj.get("state_dict")):
         nested = obj["state_dict"]
         for prefix in _LIGHTNING_NETWORK_PREFIXES:
