@@ -123,7 +123,9 @@ def test_imagenet_and_unfinished_runs_are_marked(tmp_path):
         data="lightning_kd.data.ImageNetDataModule",
     )
     table = summarize.format_markdown(*summarize.summarize([str(tmp_path / "imagenet" / "**" / "version_*")]))
-    assert "| imagenet/r34_r18/kd_ls | 1 | 0 | 2 (1 unfinished) | 71.00 | 71.00 | 71.42* | -0.42 |" in table
+    assert (
+        "| imagenet/r34_r18/kd_ls (unfinished) | 1 | 0 | 2 (1 unfinished) | 71.00 | 71.00 | 71.42* | -0.42 |" in table
+    )
     assert "not checked against the paper's PDF" in table
     assert "Unfinished runs" in table
 
@@ -131,7 +133,7 @@ def test_imagenet_and_unfinished_runs_are_marked(tmp_path):
 def test_runs_without_metrics_are_errors(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert summarize.main([str(tmp_path / "empty")]) == 1
-    assert "No metrics.csv found under" in capsys.readouterr().err
+    assert "No metrics.csv nor fidelity record (*__seed*.json) found under" in capsys.readouterr().err
     assert summarize.main([str(tmp_path / "nothing_here")]) == 1
     assert "No file or folder matches" in capsys.readouterr().err
 
@@ -221,7 +223,7 @@ def test_vit_runs_are_named_by_their_presets_from_config_and_from_folders(tmp_pa
     assert by_preset[("cifar100/vit/pit_tiny_lg", "copies")].paper.top1 == 78.48  # from the folder names
     table = summarize.format_markdown(summaries, problems)
     # deit_tiny_kd_ls is the second preset by name: best = last = 70.1, 2 of the preset's 300 epochs
-    row = "| cifar100/vit/deit_tiny_kd_ls | 1 | 0 | 2 (1 unfinished) | 70.10 | 70.10 | 78.55 | -8.45 |"
+    row = "| cifar100/vit/deit_tiny_kd_ls (unfinished) | 1 | 0 | 2 (1 unfinished) | 70.10 | 70.10 | 78.55 | -8.45 |"
     assert row in table.splitlines()
 
 
@@ -535,14 +537,16 @@ def test_a_failed_run_is_reported_as_failed_and_not_pooled(tmp_path, capsys):
     write_run(group / "version_4", [0.40], seed=4, **kwargs)  # no status.json: read as it stands (unfinished)
 
     summaries, problems = summarize.summarize([str(tmp_path / "runs")])
-    assert [[run.seed for run in s.runs] for s in summaries] == [[0, 1, 4]]
+    # the unfinished run is a row of its own, after the finished ones
+    assert [[run.seed for run in s.runs] for s in summaries] == [[0, 1], [4]]
     assert sorted(problems) == [
         f"{crashed}: failed during training (status.json): {error}",
         f"{early}: failed during training (status.json): RuntimeError: out of memory",
     ]
     assert summarize.main([str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
-    assert "| cifar100/kd/vgg13_vgg8 | 3 | 0, 1, 4 | 1-3 (1 unfinished) |" in out
+    assert "| cifar100/kd/vgg13_vgg8 | 2 | 0, 1 | 3 | 72.50 ± 0.71 |" in out
+    assert "| cifar100/kd/vgg13_vgg8 (unfinished) | 1 | 4 | 1 (1 unfinished) | 40.00 |" in out
     assert f"- {crashed}: failed during training (status.json): {error}" in out.splitlines()
 
     # only failed runs: nothing to summarize, and the error says why
@@ -564,7 +568,8 @@ def test_methods_with_and_without_ls_get_the_fidelity_verdict(tmp_path, capsys):
     out = capsys.readouterr().out
     # KD 50, 51, 52 (mean 51, std 1); KD+LS 53, 54, 55: +3 pp, SE sqrt(1/3 + 1/3) = 0.816, 3.67 SE
     assert "- KD+LS beats KD by +3.00 pp = +3.7 SE (SE 0.82, pooled std 1.00, n 3/3)" in out.splitlines()
-    assert "| cifar100/kd_ls/resnet32x4_resnet8x4 | 4 |" in out
+    assert "| cifar100/kd_ls/resnet32x4_resnet8x4 | 3 | 0, 1, 2 | 2 | 54.00 ± 1.00 |" in out
+    assert "| cifar100/kd_ls/resnet32x4_resnet8x4 (unfinished) | 1 | 3 | 1 (1 unfinished) | 10.00 |" in out
 
 
 def test_ls_verdicts_pair_imagenet_presets_too(tmp_path, capsys):
@@ -595,3 +600,129 @@ def test_the_verdict_rule_is_shared_with_the_fidelity_runner():
     assert verdict("A", [1.0], "B", []) == "A vs B: not measured (no complete run of B)"
     assert "no verdict" in verdict("A", [1.0], "B", [2.0])
     assert "worse by -3.00 pp" in verdict("A", [50.0, 51.0, 52.0], "B", [53.0, 54.0, 55.0])
+
+
+def test_a_run_made_before_an_argument_existed_pools_with_runs_that_list_its_default(tmp_path):
+    """config.yaml lists the arguments a class had when the run ran: a later run lists a new, defaulted one too."""
+    group = tmp_path / "runs" / "kd_ls"
+    for seed in (0, 1, 2):
+        write_run(group / f"version_{seed}", [0.5, 0.6 + seed / 100], seed=seed)
+    for seed, view_keys in ((1, False), (2, True)):  # version_1 lists the default, version_2 sets another value
+        config_path = group / f"version_{seed}" / "config.yaml"
+        config = yaml.safe_load(config_path.read_text())
+        config["data"]["init_args"].update(view_keys=view_keys, augmentation="reference", image_size=32)
+        config_path.write_text(yaml.safe_dump(config))
+    summaries, problems = summarize.summarize([str(group)])
+    assert problems == []
+    assert [[run.seed for run in s.runs] for s in summaries] == [[0, 1], [2]]
+    assert [s.distinct for s in summaries] == [
+        (("data.init_args.view_keys", "false"),),
+        (("data.init_args.view_keys", "true"),),
+    ]
+    filled = summarize.with_defaults(
+        {"class_path": "lightning_kd.data.CIFAR100DataModule", "init_args": {"batch_size": 8}}
+    )
+    assert filled["init_args"]["batch_size"] == 8  # a listed value wins over the default
+    assert filled["init_args"]["view_keys"] is False
+    assert filled["init_args"]["augmentation"] == "reference"
+    unknown = {"class_path": "not_a_module.Thing", "init_args": {"a": 1}}
+    assert summarize.with_defaults(unknown) == unknown  # a class that cannot be imported is compared as written
+
+
+def test_an_ls_preset_with_several_recipes_is_not_compared(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        write_run(runs / "kd" / f"version_{seed}", [0.50 + seed / 100], seed=seed, standardize=False)
+        write_run(runs / "kd_ls" / f"version_{seed}", [0.52 + seed / 100], seed=seed)
+        write_run(runs / "kd_ls" / f"version_{seed + 2}", [0.3, 0.53 + seed / 100], seed=seed)  # 2 epochs: a recipe
+    assert summarize.main([str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "| cifar100/kd_ls/resnet32x4_resnet8x4 (max_epochs=1) | 2 | 0, 1 |" in out
+    assert "| cifar100/kd_ls/resnet32x4_resnet8x4 (max_epochs=2) | 2 | 0, 1 |" in out
+    line = next(line for line in out.splitlines() if line.startswith("- KD+LS vs KD"))
+    assert "not compared: cifar100/kd_ls/resnet32x4_resnet8x4 has 2 and cifar100/kd/resnet32x4_resnet8x4 1 rows" in line
+
+
+def write_record(results: Path, preset: str, seed: int, top1: list[float], **fields) -> Path:
+    """A record as benchmarks/fidelity.py writes it (run_one)."""
+    record = {
+        "record_version": 1,
+        "status": "complete",
+        "preset": preset,
+        "preset_path": f"configs/cifar100/cpu_scale/{preset}.yaml",
+        "seed": seed,
+        "best_top1": max(top1),
+        "last_top1": top1[-1],
+        "val_top1": top1,
+        "epochs": len(top1),
+        "wall_time_s": 60.0,
+        "run_dir": f"runs/cifar100/cpu_scale/{preset}/version_{seed}",
+        "command": f"python -m lightning_kd fit --config configs/cifar100/cpu_scale/{preset}.yaml",
+        "extra_args": [],
+        **fields,
+    }
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"{preset}__seed{seed}.json"
+    path.write_text(json.dumps(record))
+    return path
+
+
+def test_fidelity_records_are_summarized_like_run_folders(tmp_path, capsys):
+    results = tmp_path / "fidelity_results"
+    for seed in (0, 1, 2):
+        write_record(results, "mlkd", seed, [40.0, 53.0 + seed])
+        write_record(results, "mlkd_ls", seed, [40.0, 52.0 + seed, 51.0])
+    (results / "mlkd_ls__seed3.running").write_text("{}")  # the runner's marker of a run in progress: not a record
+    write_record(results, "mlkd", 3, [10.0], status="running")
+    write_record(results, "mlkd", 4, [0.5], record_version=99)
+    (results / "table.md").write_text("| not | a record |\n")
+    assert summarize.main([str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "| cifar100/cpu_scale/mlkd | 3 | 0, 1, 2 | 2 | 54.00 ± 1.00 | 54.00 ± 1.00 | — | — |" in out
+    assert "| cifar100/cpu_scale/mlkd_ls | 3 | 0, 1, 2 | 3 | 53.00 ± 1.00 | 51.00 ± 0.00 | — | — |" in out
+    assert f"- {results / 'mlkd__seed3.json'}: status 'running', not 'complete': the run did not finish." in out
+    assert "record_version 99 is not one this package reads" in out
+    # -1 pp against SE sqrt(1/3 + 1/3) = 0.82: within 2 SE
+    assert (
+        "- MLKD+LS does not clearly beat MLKD: -1.00 pp = -1.2 SE (SE 0.82, pooled std 1.00, n 3/3), within 2 SE" in out
+    )
+
+    # records with other extra arguments are another recipe
+    write_record(tmp_path / "smoke", "mlkd", 0, [20.0], extra_args=["--trainer.max_epochs", "1"])
+    summaries, _ = summarize.summarize([str(results / "mlkd__seed0.json"), str(tmp_path / "smoke")])
+    assert [s.n for s in summaries] == [1, 1]
+    # a record holds val/acc1 only; another file is refused by name
+    assert summarize.main([str(results / "mlkd__seed0.json"), "--metric", "val/acc5"]) == 1
+    assert "holds val/acc1 only, not 'val/acc5'" in capsys.readouterr().err
+    with pytest.raises(summarize.SummaryError, match=r"not a metrics\.csv file, a fidelity record"):
+        summarize.summarize([str(results / "table.md")])
+    status = tmp_path / "run__seed0.json"
+    status.write_text(json.dumps({"status": "finished"}))  # a status.json by another name
+    with pytest.raises(summarize.SummaryError, match="not a fidelity record"):
+        summarize.read_record(status)
+
+
+def test_the_committed_fidelity_records_print_the_runners_table():
+    """`lightning-kd summarize benchmarks/fidelity_results` (docs/fidelity.md) gives the runner's means and verdicts."""
+    spec = importlib.util.spec_from_file_location("fidelity", REPO / "benchmarks" / "fidelity.py")
+    fidelity = sys.modules.setdefault("fidelity", importlib.util.module_from_spec(spec))
+    if fidelity.__dict__.get("compare") is None:
+        spec.loader.exec_module(fidelity)
+    results = REPO / "benchmarks" / "fidelity_results"
+    records = [r for r in map(lambda p: fidelity.load_record(p)[0], sorted(results.glob("*__seed*.json"))) if r]
+    assert records, "benchmarks/fidelity_results holds the committed records"
+    summaries, problems = summarize.summarize([str(results)])
+    assert problems == []
+    rows = {s.preset.rsplit("/", 1)[-1]: s for s in summaries}
+    assert set(rows) == {r["preset"] for r in records}
+    for name, row in rows.items():
+        expected = fidelity.summarize(records, name)
+        assert tuple(run.seed for run in row.runs) == expected.seeds
+        assert tuple(run.best for run in row.runs) == pytest.approx(expected.best)
+        assert tuple(run.last for run in row.runs) == pytest.approx(expected.last)
+    verdicts = summarize.ls_verdicts(summaries)
+    for better, baseline in fidelity.COMPARISONS:
+        if better in rows and baseline in rows and better.endswith("_ls"):
+            assert (
+                fidelity.compare(fidelity.summarize(records, better), fidelity.summarize(records, baseline)) in verdicts
+            )

@@ -8,6 +8,10 @@ preset (dataset, loss and whether it standardizes, teacher and student), which s
 names instead (``.../<method>/<teacher>_<student>/<version>`` or ``.../imagenet/<pair>/<method>/<version>``). Runs of
 the ViT table's networks are named by their presets, ``cifar100/vit/<student>_<base|lg|kd_ls>``.
 
+The records of ``benchmarks/fidelity.py`` (``<preset>__seed<N>.json``: the top-1 curve, preset file, seed and extra
+arguments of one finished run) are read too (:func:`read_record`), named by their preset file
+(``cifar100/cpu_scale/kd_ls``): they are committed, while run folders stay on the machine that ran them.
+
 What is never pooled:
 
 * sub-runs: ``validate_K``, ``test_K`` and ``predict_K`` folders inside a run folder (an evaluation of that run's
@@ -15,7 +19,10 @@ What is never pooled:
 * runs of one preset with different recipes: runs are pooled only when their ``config.yaml`` settings are equal
   except ``seed_everything`` and the per-run paths (the logger's ``version``, the ``ckpt_path`` a run resumed
   from). Each recipe is its own row, labelled with the settings that tell the rows apart
-  (``digits/kd_ls/resnet20_resnet8 (max_epochs=2)``);
+  (``digits/kd_ls/resnet20_resnet8 (max_epochs=2)``). An argument a run's ``config.yaml`` does not list (the run
+  predates it) counts as its default (:func:`with_defaults`);
+* finished and unfinished runs: a run with fewer logged epochs than its ``max_epochs`` (in progress, or stopped
+  early) is in a row of its own, labelled ``(unfinished)``, and out of the verdicts;
 * failed runs: a run folder whose ``status.json`` (written by the CLI) says ``"status": "failed"`` is listed as
   failed, with its error, under "Runs left out". Runs without ``status.json`` are read as they stand.
 
@@ -26,6 +33,7 @@ Examples::
 
     python -m lightning_kd.apps.summarize runs/cifar100/kd_ls runs/cifar100/kd
     python -m lightning_kd.apps.summarize "runs/cifar100/*/resnet32x4_resnet8x4" --output summary.md
+    python -m lightning_kd.apps.summarize benchmarks/fidelity_results  # the committed fidelity records
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
+import importlib
+import inspect
 import json
 import math
 import re
@@ -40,7 +50,7 @@ import statistics
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -53,6 +63,9 @@ __all__ = ["PresetSummary", "RunResult", "SummaryError", "format_markdown", "mai
 METRICS_FILE = "metrics.csv"
 CONFIG_FILE = "config.yaml"
 STATUS_FILE = "status.json"
+# the records of benchmarks/fidelity.py: <preset>__seed<N>.json, one per finished (preset, seed) run
+RECORD_GLOB = "*__seed*.json"
+RECORD_VERSIONS = (1,)
 # evaluations of a run's checkpoint, logged inside the run folder (lightning_kd.apps.run_folders.next_stage_folder)
 _SUB_RUN = re.compile(r"(validate|test|predict)_\d+")
 # files or folders that only a run folder holds
@@ -128,6 +141,11 @@ class PresetSummary:
     def n(self) -> int:
         return len(self.runs)
 
+    @property
+    def finished(self) -> bool:
+        """Whether this row holds finished runs (a row holds finished or unfinished runs, never both)."""
+        return all(run.finished for run in self.runs)
+
     def mean_std(self, field: str) -> tuple[float, float]:
         """Mean and sample std (n - 1; NaN for a single run) of ``best`` or ``last``."""
         values = [getattr(run, field) for run in self.runs]
@@ -141,7 +159,8 @@ def is_sub_run(folder: Path) -> bool:
 
 
 def _expand(patterns: Iterable[str]) -> list[Path]:
-    """Every ``metrics.csv`` named by the patterns (files, run folders, parent folders, globs), sub-runs left out."""
+    """Every ``metrics.csv`` and fidelity record named by the patterns (files, run folders, parent folders, globs),
+    sub-runs left out."""
     found: list[Path] = []
     for pattern in patterns:
         matches = sorted(glob.glob(pattern, recursive=True)) or ([pattern] if Path(pattern).exists() else [])
@@ -149,16 +168,20 @@ def _expand(patterns: Iterable[str]) -> list[Path]:
             raise SummaryError(f"No file or folder matches {pattern!r}: pass run folders, their parents, or globs.")
         for match in map(Path, matches):
             if match.is_file():
-                if match.name != METRICS_FILE:
-                    raise SummaryError(f"{match} is not a {METRICS_FILE} file nor a run folder.")
+                if match.name != METRICS_FILE and match.suffix != ".json":
+                    raise SummaryError(
+                        f"{match} is not a {METRICS_FILE} file, a fidelity record ({RECORD_GLOB}) nor a run folder."
+                    )
                 found.append(match)
             else:
                 found.extend(sorted(match.rglob(METRICS_FILE)))
+                found.extend(sorted(match.rglob(RECORD_GLOB)))
     unique = [path for path in dict.fromkeys(path.resolve() for path in found) if not is_sub_run(path.parent)]
     if not unique:
         raise SummaryError(
-            f"No {METRICS_FILE} found under {', '.join(patterns)}: runs log it in runs/<group>/<name>/version_N/ "
-            "(CSVLogger). Point this command at those folders, their parents, or a glob."
+            f"No {METRICS_FILE} nor fidelity record ({RECORD_GLOB}) found under {', '.join(patterns)}: runs log "
+            "metrics.csv in runs/<group>/<name>/version_N/ (CSVLogger), benchmarks/fidelity.py writes its records "
+            "in benchmarks/fidelity_results/. Point this command at those folders, their parents, or a glob."
         )
     return unique
 
@@ -245,9 +268,52 @@ def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     return [(prefix.removesuffix("."), json.dumps(value, sort_keys=True, default=str))]
 
 
+def _signature_defaults(class_path: str) -> dict[str, Any]:
+    """The plain defaulted ``__init__`` arguments of the class a config names; empty when it cannot be imported."""
+    module_name, _, name = class_path.rpartition(".")
+    try:
+        target = getattr(importlib.import_module(module_name), name)
+        parameters = inspect.signature(target).parameters.values()
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return {}
+    return {
+        p.name: p.default for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and _plain(p.default)
+    }
+
+
+def _plain(value: Any) -> bool:
+    """Whether a default is written in a config.yaml as itself (a scalar or a list of scalars); a callable or an
+    object default (``optimizer=cifar_sgd``) is written in another form, so it is not filled in."""
+    if isinstance(value, (list, tuple)):
+        return all(_plain(item) for item in value)
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def with_defaults(config: Any) -> Any:
+    """``config`` with every ``class_path``'s missing ``init_args`` filled in from the class's signature defaults.
+
+    A run folder's ``config.yaml`` lists the arguments the classes had when it ran; a run of the same recipe made
+    after an argument was added (with a default that keeps the old behaviour) lists one more. Filling the defaults
+    in makes both the same recipe, while an argument set to a non-default value still tells them apart.
+    """
+    if isinstance(config, list):
+        return [with_defaults(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    filled = {key: with_defaults(value) for key, value in config.items()}
+    class_path = filled.get("class_path")
+    init_args = filled.get("init_args", {})
+    if isinstance(class_path, str) and isinstance(init_args, dict):
+        defaults = _signature_defaults(class_path)
+        if defaults:
+            filled["init_args"] = {**{k: with_defaults(v) for k, v in defaults.items()}, **init_args}
+    return filled
+
+
 def recipe_of(config: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    """The settings that make a run's recipe: every ``config.yaml`` setting but the seed and the per-run paths."""
-    pairs = _flatten(config)
+    """The settings that make a run's recipe: every ``config.yaml`` setting but the seed and the per-run paths,
+    arguments a class defaults included (:func:`with_defaults`)."""
+    pairs = _flatten(with_defaults(config))
     return tuple(sorted((k, v) for k, v in pairs if not any(p.fullmatch(k) for p in _PER_RUN_SETTINGS)))
 
 
@@ -296,6 +362,60 @@ def read_run(metrics_csv: Path, metric: str = "val/acc1") -> RunResult:
     )
 
 
+def _record_preset(preset_path: str) -> str:
+    """The preset id of a record: its preset file's path under ``configs/``, without ``.yaml``
+    (``configs/cifar100/cpu_scale/kd_ls.yaml`` -> ``cifar100/cpu_scale/kd_ls``)."""
+    parts = PurePosixPath(preset_path).with_suffix("").parts
+    return "/".join(parts[1:] if parts[:1] == ("configs",) else parts)
+
+
+def read_record(path: Path, metric: str = "val/acc1") -> RunResult:
+    """Read one record of ``benchmarks/fidelity.py`` (``<preset>__seed<N>.json``): the digest of one finished run.
+
+    A record holds the run's ``val/acc1`` curve (percent), its preset file, seed and extra CLI arguments; it is
+    written only when the run's ``fit`` exited cleanly, so its run is finished. Its preset id is the preset file's
+    path under ``configs/`` (:func:`_record_preset`), and runs with the same extra arguments pool. Records outlive
+    the run folders they digest (those stay on the machine that ran them), so a clean clone can print the table.
+
+    Raises:
+        SummaryError: When the file is not a complete record of a known version, or ``metric`` is not ``val/acc1``.
+    """
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise SummaryError(f"{path}: not a readable fidelity record ({error}).") from error
+    if not isinstance(record, dict) or "record_version" not in record:
+        raise SummaryError(f"{path}: not a fidelity record (no 'record_version'); records are {RECORD_GLOB} files.")
+    if record["record_version"] not in RECORD_VERSIONS:
+        raise SummaryError(
+            f"{path}: record_version {record['record_version']!r} is not one this package reads "
+            f"({', '.join(map(str, RECORD_VERSIONS))}); update lightning-kd."
+        )
+    if record.get("status") != "complete":
+        raise SummaryError(f"{path}: status {record.get('status')!r}, not 'complete': the run did not finish.")
+    if metric != "val/acc1":
+        raise SummaryError(f"{path}: a fidelity record holds val/acc1 only, not {metric!r}.")
+    top1 = record.get("val_top1")
+    if not isinstance(top1, list) or not top1 or not all(isinstance(v, (int, float)) for v in top1):
+        raise SummaryError(f"{path}: 'val_top1' must be a non-empty list of per-epoch top-1 values (percent).")
+    if any(not 0.0 <= v <= 100.0 for v in top1):
+        raise SummaryError(f"{path}: 'val_top1' values outside [0, 100]; records hold top-1 in percent.")
+    preset_path, seed = record.get("preset_path"), record.get("seed")
+    if not isinstance(preset_path, str) or not isinstance(seed, int) or isinstance(seed, bool):
+        raise SummaryError(f"{path}: a record needs its 'preset_path' (a string) and 'seed' (an integer).")
+    extra_args = json.dumps(record.get("extra_args", []))
+    return RunResult(
+        folder=path,
+        preset=_record_preset(preset_path),
+        seed=seed,
+        best=max(float(v) for v in top1),
+        last=float(top1[-1]),
+        epochs=len(top1),
+        max_epochs=len(top1),
+        recipe=(("extra_args", extra_args),),
+    )
+
+
 def summarize(paths: Sequence[str], metric: str = "val/acc1") -> tuple[list[PresetSummary], list[str]]:
     """Group the runs under ``paths`` by preset and compute their statistics.
 
@@ -314,14 +434,16 @@ def summarize(paths: Sequence[str], metric: str = "val/acc1") -> tuple[list[Pres
     problems: list[str] = []
     for path in _expand(paths):
         try:
-            runs.append(read_run(path, metric))
+            runs.append(read_record(path, metric) if path.suffix == ".json" else read_run(path, metric))
         except SummaryError as error:
             problems.append(str(error))
     if not runs:
         raise SummaryError("No run with a logged top-1 was found:\n  " + "\n  ".join(problems))
-    groups: dict[tuple[str, Path, Any], list[RunResult]] = {}
+    # unfinished runs (in progress, or stopped early) get rows of their own: a 2-epoch run pooled with 15-epoch ones
+    # would make the row's mean and std describe neither
+    groups: dict[tuple[str, Path, Any, bool], list[RunResult]] = {}
     for run in runs:
-        groups.setdefault((run.preset, run.folder.parent, run.recipe), []).append(run)
+        groups.setdefault((run.preset, run.folder.parent, run.recipe, run.finished), []).append(run)
     order = {key: index for index, key in enumerate(PAPER_TOP1)}
     summaries = [
         PresetSummary(
@@ -331,10 +453,17 @@ def summarize(paths: Sequence[str], metric: str = "val/acc1") -> tuple[list[Pres
             PAPER_TOP1.get(preset),
             _distinct(recipe, [key[2] for key in groups if key[0] == preset]),
         )
-        for (preset, group, recipe), members in groups.items()
+        for (preset, group, recipe, _), members in groups.items()
     ]
     summaries.sort(
-        key=lambda s: (order.get(s.preset, len(order)), s.preset, str(s.group), s.runs[0].max_epochs or 0, s.distinct)
+        key=lambda s: (
+            order.get(s.preset, len(order)),
+            s.preset,
+            str(s.group),
+            s.runs[0].max_epochs or 0,
+            s.distinct,
+            not s.finished,
+        )
     )
     return summaries, problems
 
@@ -386,6 +515,8 @@ def format_markdown(summaries: Sequence[PresetSummary], problems: Sequence[str] 
         details = [str(summary.group)] if summary.preset in repeated else []
         if summary.distinct:
             details.append(_short_settings(summary.distinct))
+        if not summary.finished:
+            details.append("unfinished")
         label = f"{summary.preset} ({'; '.join(details)})" if details else summary.preset
         seeds = ", ".join("?" if run.seed is None else str(run.seed) for run in summary.runs)
         paper, gap = "—", "—"
@@ -410,7 +541,10 @@ def format_markdown(summaries: Sequence[PresetSummary], problems: Sequence[str] 
     if unverified:
         notes.append("\\* not checked against the paper's PDF (lightning_kd/apps/paper_results.py).")
     if any(not run.finished for summary in summaries for run in summary.runs):
-        notes.append("Unfinished runs (fewer logged epochs than max_epochs) are included as they stand.")
+        notes.append(
+            "Unfinished runs (fewer logged epochs than max_epochs: in progress, or stopped early) are rows of their "
+            "own, read as they stand."
+        )
     if problems:
         notes += ["", "Runs left out:", *(f"- {problem}" for problem in problems)]
     return "\n".join(lines + notes) + "\n"
@@ -421,25 +555,37 @@ def ls_verdicts(summaries: Sequence[PresetSummary]) -> list[str]:
     ``<m>_ls`` beside the same preset with ``<m>``, in the CIFAR and the ImageNet layout alike), by the fidelity
     tables' rule (:func:`lightning_kd.apps.verdict.verdict`).
 
-    Only finished runs count (an unfinished run's best epoch is not yet its best).
+    Only finished runs count (an unfinished run's best epoch is not yet its best). A preset whose finished runs
+    form several rows (different recipes or run groups) is not compared: which rows belong together is the
+    reader's call, and the line says so.
     """
-    by_preset = {s.preset: s for s in summaries}
+    rows: dict[str, list[PresetSummary]] = {}
+    for summary in summaries:
+        rows.setdefault(summary.preset, [])
+        if summary.finished:
+            rows[summary.preset].append(summary)
     lines = []
-    for preset, summary in by_preset.items():
+    for preset, mine in rows.items():
         parts = preset.split("/")
         methods = [i for i, part in enumerate(parts) if part.endswith("_ls")]
         if not methods:
             continue
         base_parts = list(parts)
         base_parts[methods[-1]] = parts[methods[-1]][: -len("_ls")]
-        base = by_preset.get("/".join(base_parts))
-        if base is None:
+        base_preset = "/".join(base_parts)
+        if base_preset not in rows:
             continue
-        best = [run.best for run in summary.runs if run.finished]
-        base_best = [run.best for run in base.runs if run.finished]
-        lines.append(
-            verdict(_method_label(parts[methods[-1]]), best, _method_label(base_parts[methods[-1]]), base_best)
-        )
+        name, base_name = _method_label(parts[methods[-1]]), _method_label(base_parts[methods[-1]])
+        base = rows[base_preset]
+        if len(mine) > 1 or len(base) > 1:
+            lines.append(
+                f"{name} vs {base_name}: not compared: {preset} has {len(mine)} and {base_preset} {len(base)} rows of "
+                "finished runs (different recipes or run groups, above); summarize the runs of one recipe together"
+            )
+            continue
+        best = [run.best for summary in mine for run in summary.runs]
+        base_best = [run.best for summary in base for run in summary.runs]
+        lines.append(verdict(name, best, base_name, base_best))
     return lines
 
 
