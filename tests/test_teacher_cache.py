@@ -220,10 +220,13 @@ def test_a_fit_with_the_cache_gives_the_same_student_as_running_the_teacher(
     cached = _module(teacher_file, make_loss(), teacher_cache=str(cache_file))
     _fit(cached, _data(cifar_dir))
     assert cached.teacher_component.cache is not None
+    # Not bit-equal on every machine: the cache ran the teacher on batches of 162 views per image, the live fit on
+    # training batches, and a CPU's conv kernels may round differently by batch size. A wrong row (another view,
+    # image or flip) moves the student by orders of magnitude more than this tolerance.
     for (name, a), b in zip(live.student.state_dict().items(), cached.student.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
     for a, b in zip(live.loss.parameters(), cached.loss.parameters(), strict=True):  # CTKD's temperature
-        assert torch.equal(a, b)
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
 
 
 def test_training_steps_read_the_cache_and_do_not_run_the_teacher(cache_file, cifar_dir, teacher_file):
