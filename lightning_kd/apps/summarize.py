@@ -58,7 +58,18 @@ import yaml
 from lightning_kd.apps.paper_results import PAPER_TOP1, PaperResult
 from lightning_kd.apps.verdict import SE_THRESHOLD, verdict
 
-__all__ = ["PresetSummary", "RunResult", "SummaryError", "format_markdown", "main", "read_run", "summarize"]
+__all__ = [
+    "PresetSummary",
+    "RunResult",
+    "SummaryError",
+    "format_markdown",
+    "ls_verdicts",
+    "main",
+    "read_record",
+    "read_run",
+    "summarize",
+    "with_defaults",
+]
 
 METRICS_FILE = "metrics.csv"
 CONFIG_FILE = "config.yaml"
