@@ -126,8 +126,6 @@ class Teacher:
         """The teacher's parameters (every member's)."""
         return self.network.parameters()
 
-    # ------------------------------------------------------------------ outputs
-
     # ------------------------------------------------------------------ fit hooks (a cache overrides them)
 
     def setup_fit(self, module: Any, datamodule: Any) -> None:
@@ -145,6 +143,8 @@ class Teacher:
     def check_checkpoint_record(self, recorded: dict[str, Any] | None) -> None:
         """Refuse to resume from a checkpoint whose :meth:`checkpoint_record` does not fit this source."""
         del recorded
+
+    # ------------------------------------------------------------------ outputs
 
     def step_extras(self, batch_extras: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         """What a training step needs from the batch beyond its inputs: nothing, the networks see the inputs.

@@ -1,7 +1,7 @@
 """Safe loading of network weights from reference, plain and Lightning checkpoint files.
 
 Every file is read with ``torch.load(..., weights_only=True)``: a file that needs arbitrary Python code to
-unpickle is refused, never executed. Three layouts are understood:
+unpickle is refused, never executed. Five layouts are understood:
 
 * the reference (RepDistiller / mdistiller) teacher format ``{"model": state_dict, "epoch": ..., ...}``;
 * the pycls format of the paper's ViT-table code (``{"epoch": ..., "model_state": state_dict, ...}``), in which its
